@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use worker::Config;
+use workflows::clock::{SharedClock, SystemClock};
 
 use crate::state::AppState;
 
@@ -64,7 +65,15 @@ impl RunningServer {
 
 /// Connects to the database, applies migrations, and serves on `config.bind`
 /// (port 0 picks a free port; see [`RunningServer::addr`]).
-pub async fn start(mut config: Config) -> Result<RunningServer, StartError> {
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with a chosen process clock (tests pin it).
+pub async fn start_with_clock(
+    mut config: Config,
+    clock: SharedClock,
+) -> Result<RunningServer, StartError> {
     let db = worker::database::connect(&config).await?;
     worker::database::migrate(&db).await?;
     let admin_token_file = if config.admin_token.is_none() && config.is_sqlite() {
@@ -79,6 +88,7 @@ pub async fn start(mut config: Config) -> Result<RunningServer, StartError> {
         db: db.clone(),
         config: Arc::new(config.clone()),
         metrics: worker::telemetry::init_metrics(),
+        clock,
     };
     let schema = crate::graphql::build(state.clone());
     let app = crate::http::router(state, schema);
