@@ -47,11 +47,9 @@ async fn main() -> anyhow::Result<()> {
                     "Bootstrap admin token: in {path} (set VALORA_ADMIN_TOKEN to choose your own)"
                 );
             }
-            let (shutdown, task) = server.shutdown_signal();
             wait_for_signal().await;
-            tracing::info!("shutting down");
-            let _ = shutdown.send(());
-            task.await.context("server task")??;
+            tracing::info!("shutting down: draining requests and in-flight jobs");
+            server.stop().await.context("stopping the server")?;
         }
     }
     Ok(())

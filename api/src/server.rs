@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use worker::Config;
+use worker::pool::WorkerPool;
 use workflows::clock::{SharedClock, SystemClock};
 
 use crate::state::AppState;
@@ -23,6 +24,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("worker pool: {0}")]
+    Workers(#[from] worker::pool::PoolError),
     #[error("admin token file {path}: {source}")]
     AdminToken {
         path: String,
@@ -38,28 +41,25 @@ pub struct RunningServer {
     pub admin_token_file: Option<String>,
     shutdown: oneshot::Sender<()>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The in-process workers (embedded mode).
+    workers: Option<WorkerPool>,
 }
 
 impl RunningServer {
-    /// Stops accepting connections, lets in-flight requests finish, and waits.
+    /// Stops accepting connections, lets in-flight requests finish, then
+    /// drains the in-process workers (in-flight jobs finish).
     pub async fn stop(self) -> std::io::Result<()> {
         let _ = self.shutdown.send(());
-        match self.task.await {
+        let served = match self.task.await {
             Ok(result) => result,
             Err(join) => Err(std::io::Error::other(join)),
+        };
+        if let Some(workers) = self.workers
+            && let Err(e) = workers.shutdown().await
+        {
+            tracing::warn!(error = %e, "worker pool did not shut down cleanly");
         }
-    }
-
-    /// Resolves when the server task ends on its own (it normally does not).
-    pub async fn wait(&mut self) -> std::io::Result<()> {
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(join) => Err(std::io::Error::other(join)),
-        }
-    }
-
-    pub fn shutdown_signal(self) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
-        (self.shutdown, self.task)
+        served
     }
 }
 
@@ -88,7 +88,7 @@ pub async fn start_with_clock(
         db: db.clone(),
         config: Arc::new(config.clone()),
         metrics: worker::telemetry::init_metrics(),
-        clock,
+        clock: clock.clone(),
     };
     let schema = crate::graphql::build(state.clone());
     let app = crate::http::router(state, schema);
@@ -111,13 +111,19 @@ pub async fn start_with_clock(
             })
             .await
     });
-    tracing::info!(%addr, database = %worker::config::redact(&config.database_url), "valora api listening");
+    let workers = if config.embedded_workers {
+        Some(worker::pool::start(&config, db.clone(), clock.clone()).await?)
+    } else {
+        None
+    };
+    tracing::info!(%addr, database = %worker::config::redact(&config.database_url), workers = workers.is_some(), "valora api listening");
     Ok(RunningServer {
         addr,
         db,
         admin_token_file,
         shutdown,
         task,
+        workers,
     })
 }
 

@@ -1,37 +1,72 @@
 //! The GraphQL schema: how admin tooling talks to Valora.
+//!
+//! One module per concept, each with its `…Query` / `…Mutation` root merged
+//! here. Resolvers are thin: authorize, parse input into domain types, call
+//! `workflows`, map the result. Errors get their `extensions.code` in
+//! [`error`] only.
 
-use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
+pub mod audit;
+pub mod auth;
+pub mod catalog;
+pub mod customers;
+pub mod enums;
+pub mod error;
+pub mod invoices;
+pub mod loaders;
+pub mod organization;
+pub mod pagination;
+pub mod scalars;
+pub mod subscriptions;
+pub mod usage;
+
+use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
 
 use crate::state::AppState;
 
-pub type ValoraSchema = Schema<Query, EmptyMutation, EmptySubscription>;
-
 /// Root of every read.
-pub struct Query;
+#[derive(MergedObject, Default)]
+pub struct Query(
+    organization::OrganizationQuery,
+    customers::CustomerQuery,
+    catalog::CatalogQuery,
+    subscriptions::SubscriptionQuery,
+    invoices::InvoiceQuery,
+    audit::AuditQuery,
+);
 
-#[Object]
-impl Query {
-    /// The running Valora version.
-    async fn api_version(&self) -> &'static str {
-        env!("CARGO_PKG_VERSION")
-    }
-}
+/// Root of every write.
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    organization::OrganizationMutation,
+    customers::CustomerMutation,
+    catalog::CatalogMutation,
+    subscriptions::SubscriptionMutation,
+    usage::UsageMutation,
+    invoices::InvoiceMutation,
+);
+
+pub type ValoraSchema = Schema<Query, Mutation, EmptySubscription>;
 
 /// Limits that keep one request from exhausting the server.
 pub const MAX_DEPTH: usize = 12;
 pub const MAX_COMPLEXITY: usize = 5_000;
+/// Most root fields/aliases a client may send in one request document.
+pub const MAX_RECURSIVE_DEPTH: usize = 32;
+
+fn builder() -> SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+}
 
 pub fn build(state: AppState) -> ValoraSchema {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
+    builder()
         .data(state)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
+        .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
         .finish()
 }
 
 /// The schema's SDL, as exported to `api/schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query, EmptyMutation, EmptySubscription)
-        .finish()
-        .sdl()
+    builder().finish().sdl()
 }
