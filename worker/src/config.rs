@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where the durable jobs travel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +49,136 @@ pub struct Config {
     /// Run a worker pool inside the API process (the embedded default).
     pub embedded_workers: bool,
     pub log_format: LogFormat,
+    /// Job machinery settings (worker pools, sweeper, retries).
+    pub jobs: JobSettings,
+}
+
+/// Settings of the job machinery; every one has a default that needs nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobSettings {
+    /// `/metrics` and `/healthz` of the worker binary (`VALORA_WORKER_BIND`, default 127.0.0.1:9090).
+    pub worker_bind: SocketAddr,
+    /// Jobs run at once per queue and process (`VALORA_WORKER_CONCURRENCY`, default 4).
+    pub concurrency: usize,
+    /// How often a worker polls its queues (`VALORA_QUEUE_POLL_MS`, default 200).
+    pub poll_interval: Duration,
+    /// Sweeper tick (`VALORA_SWEEP_INTERVAL_MS`, default 1000).
+    pub sweep_interval: Duration,
+    /// Rows per scan and tick (`VALORA_SWEEP_BATCH`, default 500).
+    pub sweep_batch: u64,
+    /// Outbox rows per relay round (`VALORA_RELAY_BATCH`, default 500).
+    pub relay_batch: u64,
+    /// Per-job timeout (`VALORA_JOB_TIMEOUT_SECS`, default 60).
+    pub job_timeout: Duration,
+    /// Attempts before a job is DEAD (`VALORA_JOB_MAX_ATTEMPTS`, default 8).
+    pub max_attempts: i32,
+    /// First retry delay (`VALORA_RETRY_BASE_MS`, default 1000); doubles per attempt.
+    pub retry_base: Duration,
+    /// Longest retry delay (`VALORA_RETRY_CAP_SECS`, default 3600).
+    pub retry_cap: Duration,
+    /// A QUEUED job pushed longer ago than this is pushed again (lost push,
+    /// Redis flushed) (`VALORA_REQUEUE_AFTER_SECS`, default 60).
+    pub requeue_after: Duration,
+    /// Graceful-shutdown deadline for in-flight jobs (`VALORA_SHUTDOWN_SECS`, default 30).
+    pub shutdown_deadline: Duration,
+    /// Run the sweeper in this process (`VALORA_SWEEPER`, default true).
+    pub sweeper: bool,
+    /// A RUNNING job's lease is its timeout plus this margin; past it the job
+    /// counts as abandoned (worker killed) (`VALORA_LEASE_MARGIN_SECS`, default 30).
+    pub lease_margin: Duration,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            worker_bind: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            concurrency: 4,
+            poll_interval: Duration::from_millis(200),
+            sweep_interval: Duration::from_millis(1000),
+            sweep_batch: 500,
+            relay_batch: 500,
+            job_timeout: Duration::from_secs(60),
+            max_attempts: 8,
+            retry_base: Duration::from_millis(1000),
+            retry_cap: Duration::from_secs(3600),
+            requeue_after: Duration::from_secs(60),
+            shutdown_deadline: Duration::from_secs(30),
+            sweeper: true,
+            lease_margin: Duration::from_secs(30),
+        }
+    }
+}
+
+impl JobSettings {
+    fn from_lookup(lookup: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut s = JobSettings::default();
+        if let Some(text) = lookup("VALORA_WORKER_BIND") {
+            s.worker_bind = text.parse().map_err(|e| ConfigError::Invalid {
+                name: "VALORA_WORKER_BIND",
+                value: text.clone(),
+                reason: format!("{e}"),
+            })?;
+        }
+        fn num<T: std::str::FromStr>(
+            lookup: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+        ) -> Result<Option<T>, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            match lookup(name) {
+                None => Ok(None),
+                Some(text) => text
+                    .parse()
+                    .map(Some)
+                    .map_err(|e: T::Err| ConfigError::Invalid {
+                        name,
+                        value: text.clone(),
+                        reason: e.to_string(),
+                    }),
+            }
+        }
+        if let Some(v) = num::<usize>(lookup, "VALORA_WORKER_CONCURRENCY")? {
+            s.concurrency = v.max(1);
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_QUEUE_POLL_MS")? {
+            s.poll_interval = Duration::from_millis(v.max(10));
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_SWEEP_INTERVAL_MS")? {
+            s.sweep_interval = Duration::from_millis(v.max(10));
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_SWEEP_BATCH")? {
+            s.sweep_batch = v.max(1);
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_RELAY_BATCH")? {
+            s.relay_batch = v.max(1);
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_JOB_TIMEOUT_SECS")? {
+            s.job_timeout = Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = num::<i32>(lookup, "VALORA_JOB_MAX_ATTEMPTS")? {
+            s.max_attempts = v.max(1);
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_RETRY_BASE_MS")? {
+            s.retry_base = Duration::from_millis(v);
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_RETRY_CAP_SECS")? {
+            s.retry_cap = Duration::from_secs(v);
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_REQUEUE_AFTER_SECS")? {
+            s.requeue_after = Duration::from_secs(v);
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_SHUTDOWN_SECS")? {
+            s.shutdown_deadline = Duration::from_secs(v);
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_LEASE_MARGIN_SECS")? {
+            s.lease_margin = Duration::from_secs(v);
+        }
+        if let Some(v) = num::<bool>(lookup, "VALORA_SWEEPER")? {
+            s.sweeper = v;
+        }
+        Ok(s)
+    }
 }
 
 impl Config {
@@ -127,6 +258,7 @@ impl Config {
             admin_token: lookup("VALORA_ADMIN_TOKEN"),
             embedded_workers,
             log_format,
+            jobs: JobSettings::from_lookup(&lookup)?,
         })
     }
 
@@ -175,6 +307,21 @@ mod tests {
         assert!(c.embedded_workers);
         assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
         assert!(c.admin_token.is_none());
+        assert_eq!(c.jobs, JobSettings::default());
+        assert_eq!(c.jobs.worker_bind.to_string(), "127.0.0.1:9090");
+    }
+
+    #[test]
+    fn job_settings_from_env() {
+        let c = config(&[
+            ("VALORA_WORKER_CONCURRENCY", "2"),
+            ("VALORA_SWEEP_INTERVAL_MS", "250"),
+        ])
+        .expect("job settings");
+        assert_eq!(c.jobs.concurrency, 2);
+        assert_eq!(c.jobs.sweep_interval, Duration::from_millis(250));
+        let err = config(&[("VALORA_SWEEP_BATCH", "many")]).expect_err("bad number");
+        assert!(err.to_string().starts_with("VALORA_SWEEP_BATCH"), "{err}");
     }
 
     #[test]

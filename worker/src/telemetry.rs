@@ -1,6 +1,6 @@
 //! Logging and metrics set-up shared by the API and worker binaries.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -25,7 +25,17 @@ pub fn init_metrics() -> PrometheusHandle {
     static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // `*_seconds` series are histograms (buckets), not summaries, so
+            // Grafana can aggregate them across processes.
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ],
+                )
+                .expect("bucket list is not empty")
+                .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is already installed; then ours just stays local.
             let _ = metrics::set_global_recorder(recorder);

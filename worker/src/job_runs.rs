@@ -1,0 +1,366 @@
+//! The job-runs ledger (`job_runs`): Valora's own record of every job key, its
+//! state, attempts and last error. apalis only transports messages; this table
+//! decides whether a delivered message does anything.
+//!
+//! ```text
+//!            enqueue (insert, key UNIQUE)
+//!                  │
+//!                  ▼           claim (CAS)             step commits SUCCEEDED
+//!   ┌────────► QUEUED ─────────────────► RUNNING ─────────────────────► SUCCEEDED
+//!   │              ▲                      │  │ error, attempts < max
+//!   │ ops retry    │ retry scan (due)     │  └──────────────► FAILED ──┘(claim when due)
+//!   │              └──────────────────────┼── FAILED
+//!   │                                     │ error, attempts ≥ max / permanent
+//! DEAD ◄──────────────────────────────────┘
+//!   (any non-terminal) ── ops discard ──► DISCARDED
+//! ```
+//!
+//! `next_attempt_at` means, by state:
+//! - QUEUED: when the job was last pushed to its queue; `NULL` = not pushed
+//!   yet because it is not due (its `run_at` is after its organization's now).
+//!   A QUEUED row pushed longer than `requeue_after` ago is pushed again (the
+//!   push or the whole Redis may have been lost).
+//! - RUNNING: the lease deadline. A worker killed mid-job leaves RUNNING with
+//!   an expired lease, which the claim CAS and the sweeper both accept.
+//! - FAILED: when the next attempt is due (backoff).
+//!
+//! Every transition is a compare-and-set `UPDATE … WHERE state = …`, so racing
+//! workers and sweepers agree on one winner.
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use entity::{JobState, job_run};
+use sea_orm::ExprTrait;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TryInsertResult,
+};
+use workflows::jobs::Job;
+
+/// Longest `last_error` kept.
+const MAX_ERROR_LEN: usize = 4000;
+
+pub fn chrono(d: std::time::Duration) -> ChronoDuration {
+    ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
+}
+
+/// Inserts `job` as QUEUED unless its key is known. `pushed_at` is `Some(now)`
+/// when the caller is about to push it, `None` when it is not due yet.
+/// Returns whether the row is new.
+pub async fn insert_queued<C: ConnectionTrait>(
+    db: &C,
+    job: &Job,
+    max_attempts: i32,
+    pushed_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let row = job_run::ActiveModel {
+        id: Set(workflows::ids::new_id()),
+        job_key: Set(job.key.clone()),
+        kind: Set(job.kind.as_str().to_string()),
+        organization_id: Set(Some(job.organization_id.clone())),
+        subject_id: Set(job.subject_id.clone()),
+        state: Set(JobState::Queued),
+        attempts: Set(0),
+        max_attempts: Set(max_attempts),
+        last_error: Set(None),
+        run_at: Set(job.run_at),
+        next_attempt_at: Set(pushed_at),
+        created_at: Set(now),
+        started_at: Set(None),
+        finished_at: Set(None),
+        updated_at: Set(now),
+    };
+    let result = job_run::Entity::insert(row)
+        .on_conflict_do_nothing_on([job_run::Column::JobKey])
+        .exec_without_returning(db)
+        .await?;
+    Ok(matches!(result, TryInsertResult::Inserted(n) if n == 1))
+}
+
+/// Takes the right to push a QUEUED row again: not pushed yet (`NULL`) or
+/// pushed before `stale_before`. Returns whether this caller won.
+pub async fn take_push<C: ConnectionTrait>(
+    db: &C,
+    key: &str,
+    stale_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let result = job_run::Entity::update_many()
+        .col_expr(job_run::Column::NextAttemptAt, Expr::value(Some(now)))
+        .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+        .filter(job_run::Column::JobKey.eq(key))
+        .filter(job_run::Column::State.eq(JobState::Queued))
+        .filter(
+            Condition::any()
+                .add(job_run::Column::NextAttemptAt.is_null())
+                .add(job_run::Column::NextAttemptAt.lt(stale_before)),
+        )
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// FAILED and due → QUEUED (pushed now). Returns whether this caller won.
+pub async fn take_retry<C: ConnectionTrait>(
+    db: &C,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let result = job_run::Entity::update_many()
+        .col_expr(job_run::Column::State, Expr::value(JobState::Queued))
+        .col_expr(job_run::Column::NextAttemptAt, Expr::value(Some(now)))
+        .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+        .filter(job_run::Column::JobKey.eq(key))
+        .filter(job_run::Column::State.eq(JobState::Failed))
+        .filter(job_run::Column::NextAttemptAt.lte(now))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// RUNNING with an expired lease → QUEUED (pushed now), or DEAD when it has
+/// used all its attempts. Returns the new state when this caller won.
+pub async fn take_expired_lease<C: ConnectionTrait>(
+    db: &C,
+    row: &job_run::Model,
+    now: DateTime<Utc>,
+) -> Result<Option<JobState>, DbErr> {
+    let dead = row.attempts >= row.max_attempts;
+    let mut update = job_run::Entity::update_many()
+        .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+        .filter(job_run::Column::Id.eq(row.id.as_str()))
+        .filter(job_run::Column::State.eq(JobState::Running))
+        .filter(job_run::Column::Attempts.eq(row.attempts))
+        .filter(job_run::Column::NextAttemptAt.lt(now));
+    if dead {
+        update = update
+            .col_expr(job_run::Column::State, Expr::value(JobState::Dead))
+            .col_expr(job_run::Column::FinishedAt, Expr::value(Some(now)))
+            .col_expr(
+                job_run::Column::LastError,
+                Expr::value(Some(
+                    "lease expired: the worker stopped mid-job".to_string(),
+                )),
+            );
+    } else {
+        update = update
+            .col_expr(job_run::Column::State, Expr::value(JobState::Queued))
+            .col_expr(job_run::Column::NextAttemptAt, Expr::value(Some(now)));
+    }
+    let result = update.exec(db).await?;
+    Ok((result.rows_affected == 1).then_some(if dead {
+        JobState::Dead
+    } else {
+        JobState::Queued
+    }))
+}
+
+/// Claims `key` for one attempt: QUEUED, due FAILED, or RUNNING with an
+/// expired lease → RUNNING with a new lease, `attempts + 1`. `None` means the
+/// job is done, running elsewhere, dead, discarded or unknown: ack, no effect.
+pub async fn claim<C: ConnectionTrait>(
+    db: &C,
+    key: &str,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+) -> Result<Option<job_run::Model>, DbErr> {
+    let claimable = Condition::any()
+        .add(job_run::Column::State.eq(JobState::Queued))
+        .add(
+            Condition::all()
+                .add(job_run::Column::State.eq(JobState::Failed))
+                .add(job_run::Column::NextAttemptAt.lte(now)),
+        )
+        .add(
+            Condition::all()
+                .add(job_run::Column::State.eq(JobState::Running))
+                .add(job_run::Column::NextAttemptAt.lt(now)),
+        );
+    let result = job_run::Entity::update_many()
+        .col_expr(job_run::Column::State, Expr::value(JobState::Running))
+        .col_expr(
+            job_run::Column::Attempts,
+            Expr::col(job_run::Column::Attempts).add(1),
+        )
+        .col_expr(job_run::Column::StartedAt, Expr::value(Some(now)))
+        .col_expr(
+            job_run::Column::FinishedAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            job_run::Column::NextAttemptAt,
+            Expr::value(Some(lease_until)),
+        )
+        .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+        .filter(job_run::Column::JobKey.eq(key))
+        .filter(claimable)
+        .filter(Expr::col(job_run::Column::Attempts).lt(Expr::col(job_run::Column::MaxAttempts)))
+        .exec(db)
+        .await?;
+    if result.rows_affected != 1 {
+        return Ok(None);
+    }
+    find(db, key).await
+}
+
+/// Gives a claimed job back without counting the attempt (it was not due yet):
+/// QUEUED, not pushed, so the scheduled scan pushes it when due.
+pub async fn release<C: ConnectionTrait>(
+    db: &C,
+    claimed: &job_run::Model,
+    now: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let result = job_run::Entity::update_many()
+        .col_expr(job_run::Column::State, Expr::value(JobState::Queued))
+        .col_expr(
+            job_run::Column::Attempts,
+            Expr::col(job_run::Column::Attempts).sub(1),
+        )
+        .col_expr(
+            job_run::Column::NextAttemptAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+        .filter(job_run::Column::Id.eq(claimed.id.as_str()))
+        .filter(job_run::Column::State.eq(JobState::Running))
+        .filter(job_run::Column::Attempts.eq(claimed.attempts))
+        .exec(db)
+        .await?;
+    Ok(result.rows_affected == 1)
+}
+
+/// Records a failed attempt of a job this worker claimed: FAILED with
+/// `next_attempt_at = now + backoff`, or DEAD when the attempts are used up or
+/// the error is permanent. Returns the new state, or `None` when the row was no
+/// longer ours (lease expired and reclaimed, discarded…).
+pub async fn fail<C: ConnectionTrait>(
+    db: &C,
+    claimed: &job_run::Model,
+    error: &str,
+    permanent: bool,
+    backoff: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Result<Option<JobState>, DbErr> {
+    let dead = permanent || claimed.attempts >= claimed.max_attempts;
+    let error: String = error.chars().take(MAX_ERROR_LEN).collect();
+    let mut update = job_run::Entity::update_many()
+        .col_expr(job_run::Column::LastError, Expr::value(Some(error)))
+        .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+        .filter(job_run::Column::Id.eq(claimed.id.as_str()))
+        .filter(job_run::Column::State.eq(JobState::Running))
+        .filter(job_run::Column::Attempts.eq(claimed.attempts));
+    let state = if dead {
+        update = update
+            .col_expr(job_run::Column::State, Expr::value(JobState::Dead))
+            .col_expr(job_run::Column::FinishedAt, Expr::value(Some(now)))
+            .col_expr(
+                job_run::Column::NextAttemptAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            );
+        JobState::Dead
+    } else {
+        update = update
+            .col_expr(job_run::Column::State, Expr::value(JobState::Failed))
+            .col_expr(
+                job_run::Column::NextAttemptAt,
+                Expr::value(Some(now + chrono(backoff))),
+            );
+        JobState::Failed
+    };
+    let result = update.exec(db).await?;
+    Ok((result.rows_affected == 1).then_some(state))
+}
+
+pub async fn find<C: ConnectionTrait>(db: &C, key: &str) -> Result<Option<job_run::Model>, DbErr> {
+    job_run::Entity::find()
+        .filter(job_run::Column::JobKey.eq(key))
+        .one(db)
+        .await
+}
+
+/// FAILED rows whose next attempt is due, oldest first.
+pub async fn due_retries<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<job_run::Model>, DbErr> {
+    job_run::Entity::find()
+        .filter(job_run::Column::State.eq(JobState::Failed))
+        .filter(job_run::Column::NextAttemptAt.lte(now))
+        .order_by_asc(job_run::Column::NextAttemptAt)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// QUEUED rows pushed before `stale_before` (their push may be lost).
+pub async fn stale_queued<C: ConnectionTrait>(
+    db: &C,
+    stale_before: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<job_run::Model>, DbErr> {
+    job_run::Entity::find()
+        .filter(job_run::Column::State.eq(JobState::Queued))
+        .filter(job_run::Column::NextAttemptAt.lt(stale_before))
+        .order_by_asc(job_run::Column::NextAttemptAt)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// RUNNING rows whose lease expired (their worker died).
+pub async fn expired_leases<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<job_run::Model>, DbErr> {
+    job_run::Entity::find()
+        .filter(job_run::Column::State.eq(JobState::Running))
+        .filter(job_run::Column::NextAttemptAt.lt(now))
+        .order_by_asc(job_run::Column::NextAttemptAt)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// QUEUED rows never pushed (not due when enqueued) whose `run_at` is at or
+/// before `at`, restricted by `scope` (an organization clock group).
+pub async fn due_unpushed<C: ConnectionTrait>(
+    db: &C,
+    scope: Condition,
+    at: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<job_run::Model>, DbErr> {
+    job_run::Entity::find()
+        .filter(job_run::Column::State.eq(JobState::Queued))
+        .filter(job_run::Column::NextAttemptAt.is_null())
+        .filter(job_run::Column::RunAt.lte(at))
+        .filter(scope)
+        .order_by_asc(job_run::Column::RunAt)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
+/// Number of rows per (kind, state), for `valora_queue_depth`.
+pub async fn counts<C: ConnectionTrait>(db: &C) -> Result<Vec<(String, JobState, i64)>, DbErr> {
+    job_run::Entity::find()
+        .select_only()
+        .column(job_run::Column::Kind)
+        .column(job_run::Column::State)
+        .column_as(job_run::Column::Id.count(), "n")
+        .group_by(job_run::Column::Kind)
+        .group_by(job_run::Column::State)
+        .into_tuple::<(String, JobState, i64)>()
+        .all(db)
+        .await
+}
+
+/// Number of rows in `state` (tests, health).
+pub async fn count_in_state<C: ConnectionTrait>(db: &C, state: JobState) -> Result<u64, DbErr> {
+    job_run::Entity::find()
+        .filter(job_run::Column::State.eq(state))
+        .count(db)
+        .await
+}

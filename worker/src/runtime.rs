@@ -1,0 +1,318 @@
+//! What every part of a worker process shares: the database, the clock, the
+//! queues, the settings and the steps; plus the two operations everything is
+//! built from — [`Runtime::enqueue`] (ledger + push) and [`Runtime::execute`]
+//! (claim + step + record).
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use entity::{JobState, job_run, organization};
+use futures::FutureExt;
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use tracing::Instrument;
+use workflows::clock::{SharedClock, org_now};
+use workflows::jobs::{Job, JobKind};
+use workflows::steps::{StepError, StepOutcome, StepRegistry};
+
+use crate::config::JobSettings;
+use crate::job_runs::{self, chrono};
+use crate::metrics;
+use crate::queues::{QueueError, Queues};
+use crate::retry::backoff;
+
+/// Why enqueueing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error(transparent)]
+    Database(#[from] DbErr),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What [`Runtime::enqueue`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// New key; pushed (due) or left for the scheduled scan (not due yet).
+    New { pushed: bool },
+    /// Known key whose push may have been lost (or was never made): pushed again.
+    Repushed,
+    /// Known key, nothing to do (running, done, recently pushed, dead…).
+    Known,
+}
+
+/// Counters tests and health checks can read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub pushes: AtomicU64,
+    pub claims: AtomicU64,
+    pub duplicates: AtomicU64,
+}
+
+/// The shared state of one worker process.
+pub struct Runtime {
+    pub db: DatabaseConnection,
+    pub clock: SharedClock,
+    pub queues: Queues,
+    pub settings: JobSettings,
+    pub steps: StepRegistry,
+    pub timeouts: HashMap<JobKind, Duration>,
+    pub stats: Stats,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("queues", &self.queues)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The timeout of one attempt of `kind`.
+    pub fn timeout_for(&self, kind: JobKind) -> Duration {
+        self.timeouts
+            .get(&kind)
+            .copied()
+            .unwrap_or(self.settings.job_timeout)
+    }
+
+    async fn push(&self, job: &Job, source: &'static str) -> Result<(), QueueError> {
+        self.queues.push(job).await?;
+        self.stats.pushes.fetch_add(1, Ordering::Relaxed);
+        metrics::enqueued(job.kind, source);
+        Ok(())
+    }
+
+    /// Pushes a row this caller just took the right to push; on failure the
+    /// row is marked unpushed so the next sweep pushes it.
+    async fn push_or_unmark(&self, job: &Job, source: &'static str) -> Result<(), EnqueueError> {
+        if let Err(e) = self.push(job, source).await {
+            let _ = self.unmark_push(&job.key).await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    async fn unmark_push(&self, key: &str) -> Result<(), DbErr> {
+        job_run::Entity::update_many()
+            .col_expr(
+                job_run::Column::NextAttemptAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .filter(job_run::Column::JobKey.eq(key))
+            .filter(job_run::Column::State.eq(JobState::Queued))
+            .exec(&self.db)
+            .await
+            .map(|_| ())
+    }
+
+    /// Records `job` in the ledger and pushes it when due at `org_now`.
+    ///
+    /// Dedup by key: a known key is pushed again only when it is QUEUED and its
+    /// push is missing or older than `requeue_after` (lost push, flushed Redis).
+    pub async fn enqueue(
+        &self,
+        job: &Job,
+        org_now: DateTime<Utc>,
+        source: &'static str,
+    ) -> Result<Enqueued, EnqueueError> {
+        let now = self.now();
+        let due = job.run_at <= org_now;
+        let new = job_runs::insert_queued(
+            &self.db,
+            job,
+            self.settings.max_attempts,
+            due.then_some(now),
+            now,
+        )
+        .await?;
+        if new {
+            if due {
+                self.push_or_unmark(job, source).await?;
+            }
+            return Ok(Enqueued::New { pushed: due });
+        }
+        if due {
+            let stale_before = now - chrono(self.settings.requeue_after);
+            if job_runs::take_push(&self.db, &job.key, stale_before, now).await? {
+                self.push_or_unmark(job, "requeue").await?;
+                return Ok(Enqueued::Repushed);
+            }
+        }
+        Ok(Enqueued::Known)
+    }
+
+    /// Pushes a ledger row this caller already moved to QUEUED (retry scan,
+    /// lease recovery, ops retry).
+    pub async fn push_row(
+        &self,
+        row: &job_run::Model,
+        source: &'static str,
+    ) -> Result<(), EnqueueError> {
+        let job = job_of(row)?;
+        self.push_or_unmark(&job, source).await
+    }
+
+    /// Runs one delivered job: claim in the ledger, run its step with a
+    /// timeout, record the outcome. Never fails: every failure is recorded
+    /// in the ledger (and retried from there), so apalis always acks.
+    pub async fn execute(&self, job: Job) {
+        if let Err(e) = self.try_execute(&job).await {
+            // The database itself failed: the row stays QUEUED/RUNNING and the
+            // sweeper (stale push / expired lease) brings the job back.
+            metrics::job_error(job.kind, "ledger");
+            tracing::warn!(job = %job.key, error = %e, "job ledger unavailable; left for the sweeper");
+        }
+    }
+
+    async fn try_execute(&self, job: &Job) -> Result<(), DbErr> {
+        let now = self.now();
+        let org = retry_db(|| {
+            organization::Entity::find_by_id(job.organization_id.as_str()).one(&self.db)
+        })
+        .await?;
+        let org_now = org
+            .as_ref()
+            .map_or(now, |o| org_now(o, self.clock.as_ref()));
+        let timeout = self.timeout_for(job.kind);
+        let lease_until = now + chrono(timeout + self.settings.lease_margin);
+        let Some(claimed) =
+            retry_db(|| job_runs::claim(&self.db, &job.key, now, lease_until)).await?
+        else {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            metrics::duplicate(job.kind);
+            tracing::debug!(job = %job.key, "delivered job is not claimable (done, running or dead): acked");
+            return Ok(());
+        };
+        if job.run_at > org_now {
+            // Delivered early (a stale duplicate): give it back for the scheduled scan.
+            retry_db(|| job_runs::release(&self.db, &claimed, now)).await?;
+            return Ok(());
+        }
+        self.stats.claims.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("job", key = %job.key, kind = %job.kind, org = %job.organization_id, subject = %job.subject_id, attempt = claimed.attempts);
+        let started = Instant::now();
+        // A panicking step is a failed attempt like any other (retried, then DEAD).
+        let step = AssertUnwindSafe(
+            self.steps
+                .run(&self.db, self.clock.as_ref(), job)
+                .instrument(span.clone()),
+        )
+        .catch_unwind()
+        .map(|caught| {
+            caught.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                Err(StepError::Transient(format!("step panicked: {message}")))
+            })
+        });
+        let result = tokio::time::timeout(timeout, step).await;
+        let seconds = started.elapsed().as_secs_f64();
+        let failure = match result {
+            Ok(Ok(outcome)) => {
+                // A step records its own success; this is the fallback for one
+                // that did not (harmless when it did).
+                retry_db(|| workflows::job_runs::mark_succeeded(&self.db, &job.key, self.now()))
+                    .await?;
+                let label = match outcome {
+                    StepOutcome::Done => "succeeded",
+                    StepOutcome::AlreadyDone => "already_done",
+                    StepOutcome::Skipped(_) => "skipped",
+                };
+                metrics::job_finished(job.kind, label, seconds);
+                tracing::info!(parent: &span, seconds, outcome = label, "job finished");
+                return Ok(());
+            }
+            Ok(Err(e)) => {
+                metrics::job_error(job.kind, e.reason());
+                e
+            }
+            Err(_) => {
+                metrics::job_timeout(job.kind);
+                metrics::job_error(job.kind, "timeout");
+                StepError::Transient(format!("timed out after {timeout:?}"))
+            }
+        };
+        let delay = backoff(
+            claimed.attempts,
+            self.settings.retry_base,
+            self.settings.retry_cap,
+        );
+        let error = failure.to_string();
+        let state = retry_db(|| {
+            job_runs::fail(
+                &self.db,
+                &claimed,
+                &error,
+                failure.is_permanent(),
+                delay,
+                self.now(),
+            )
+        })
+        .await?;
+        let label = match state {
+            Some(JobState::Dead) => "dead",
+            Some(_) => "failed",
+            None => "lost_lease",
+        };
+        metrics::job_finished(job.kind, label, seconds);
+        let retry_in = (state == Some(JobState::Failed)).then_some(delay);
+        tracing::warn!(parent: &span, error = %failure, attempt = claimed.attempts, outcome = label, ?retry_in, "job failed");
+        Ok(())
+    }
+}
+
+/// Delays between tries of a ledger statement (connection loss, pool
+/// exhaustion, `database is locked`): about 4 s in all, then the job is left
+/// to the sweeper (stale push or expired lease).
+const DB_RETRY_DELAYS_MS: [u64; 5] = [50, 200, 500, 1000, 2000];
+
+/// Runs a ledger statement, trying again on database errors.
+pub async fn retry_db<T, F, Fut>(mut statement: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    let mut delays = DB_RETRY_DELAYS_MS.iter();
+    loop {
+        match statement().await {
+            Ok(value) => return Ok(value),
+            Err(e) => match delays.next() {
+                Some(ms) => {
+                    tracing::debug!(error = %e, retry_in_ms = ms, "ledger statement failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(*ms)).await;
+                }
+                None => return Err(e),
+            },
+        }
+    }
+}
+
+/// The job a ledger row stands for.
+pub fn job_of(row: &job_run::Model) -> Result<Job, DbErr> {
+    let kind = JobKind::parse(&row.kind)
+        .ok_or_else(|| DbErr::Custom(format!("unknown job kind {:?}", row.kind)))?;
+    Ok(Job {
+        kind,
+        key: row.job_key.clone(),
+        organization_id: row.organization_id.clone().unwrap_or_default(),
+        subject_id: row.subject_id.clone(),
+        run_at: row.run_at,
+    })
+}
+
+/// Shared handle.
+pub type SharedRuntime = Arc<Runtime>;

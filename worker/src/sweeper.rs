@@ -1,0 +1,471 @@
+//! The sweeper: every worker process scans the database for due work on each
+//! tick, so nothing depends on a message surviving in Redis (SPEC §2.2).
+//!
+//! Per tick, in bounded batches (`sweep_batch` rows per scan and clock group):
+//!
+//! | scan (`job` label) | resource     | due when (organization time)                    |
+//! |--------------------|--------------|-------------------------------------------------|
+//! | `trial_expiry`     | subscription | TRIALING and `trial_end ≤ now`                  |
+//! | `period_close`     | subscription | ACTIVE/PAST_DUE and `current_period_end ≤ now`  |
+//! | `invoice_finalize` | invoice      | DRAFT and `finalize_at ≤ now`                   |
+//! | `invoice_overdue`  | invoice      | OPEN and `due_at ≤ now`                         |
+//! | `scheduled`        | job_run      | QUEUED, never pushed, `run_at ≤ now`            |
+//! | `retry`            | job_run      | FAILED and `next_attempt_at ≤ now`              |
+//! | `requeue`          | job_run      | QUEUED, pushed more than `requeue_after` ago    |
+//! | `lease`            | job_run      | RUNNING with an expired lease (worker died)     |
+//!
+//! "now" is each organization's now: the process clock, or its test clock
+//! (see [`crate::org_clocks`]).
+//!
+//! **Several sweepers never multiply work.** Domain scans enqueue through the
+//! ledger: the job key is UNIQUE, so the first sweeper inserts the row and
+//! pushes, the others hit the conflict and do nothing. Ledger scans move a row
+//! with a compare-and-set (`WHERE state = … AND next_attempt_at …`); exactly
+//! one sweeper wins each row and only the winner pushes. Even a duplicate push
+//! is harmless: the handler's claim CAS lets one delivery run. Pushes are
+//! counted in `valora_jobs_enqueued_total{kind,source}`.
+//!
+//! **Bounded batches.** Domain scans walk their rows in `(due instant, id)`
+//! order with a keyset cursor kept between ticks: a full batch advances the
+//! cursor and the rest (counted in
+//! `valora_scheduler_batch_deferred_total{job,reason="batch_full"}`) is
+//! processed on the next tick; a short batch resets the cursor. Ledger scans
+//! take the oldest rows first; rows they move leave the scan, so the backlog
+//! drains tick by tick.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use entity::{InvoiceStatus, JobState, SubscriptionStatus, invoice, job_run, subscription};
+use sea_orm::{
+    ColumnTrait, Condition, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select,
+};
+use workflows::jobs::{Job, JobKind};
+
+use crate::job_runs::{self, chrono};
+use crate::metrics;
+use crate::org_clocks::{ClockGroup, OrgClocks};
+use crate::runtime::{Enqueued, Runtime, job_of};
+use crate::test_clocks;
+
+/// Per-scan keyset cursors, kept across ticks.
+#[derive(Debug, Default)]
+pub struct Sweeper {
+    cursors: HashMap<(&'static str, String), (DateTime<Utc>, String)>,
+    last_vacuum: Option<Instant>,
+}
+
+/// How often finished queue messages are deleted, and how old they must be.
+const VACUUM_EVERY: Duration = Duration::from_secs(600);
+const VACUUM_OLDER_THAN: Duration = Duration::from_secs(3600);
+
+/// What one tick did (tests and logs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Rows looked at, per scan.
+    pub processed: HashMap<&'static str, u64>,
+    /// Rows left for a later tick, per scan.
+    pub deferred: HashMap<&'static str, u64>,
+    /// Jobs pushed (new, re-pushed, retried, recovered).
+    pub pushed: u64,
+}
+
+const DOMAIN_SCANS: [(&str, &str); 4] = [
+    ("trial_expiry", "subscription"),
+    ("period_close", "subscription"),
+    ("invoice_finalize", "invoice"),
+    ("invoice_overdue", "invoice"),
+];
+const LEDGER_SCANS: [&str; 4] = ["scheduled", "retry", "requeue", "lease"];
+
+impl Sweeper {
+    pub fn new() -> Sweeper {
+        Sweeper::default()
+    }
+
+    /// One tick: every scan once, every scheduler series emitted.
+    pub async fn tick(&mut self, rt: &Runtime) -> Result<TickReport, DbErr> {
+        metrics::touch_scheduler_series();
+        let mut report = TickReport::default();
+        let clocks = OrgClocks::load(&rt.db, rt.clock.as_ref()).await?;
+        let batch = rt.settings.sweep_batch;
+
+        for group in clocks.groups(subscription::Column::OrganizationId) {
+            let base = subscription::Entity::find()
+                .filter(subscription::Column::Status.eq(SubscriptionStatus::Trialing))
+                .filter(subscription::Column::TrialEnd.lte(group.now))
+                .filter(group.scope.clone());
+            self.scan(
+                rt,
+                &mut report,
+                "trial_expiry",
+                &group,
+                base,
+                subscription::Column::TrialEnd,
+                subscription::Column::Id,
+                batch,
+                |s: &subscription::Model| {
+                    s.trial_end.map(|end| {
+                        (
+                            Job::trial_expiry(&s.organization_id, &s.id, end),
+                            end,
+                            s.id.clone(),
+                        )
+                    })
+                },
+            )
+            .await?;
+            let base = subscription::Entity::find()
+                .filter(
+                    subscription::Column::Status
+                        .is_in([SubscriptionStatus::Active, SubscriptionStatus::PastDue]),
+                )
+                .filter(subscription::Column::CurrentPeriodEnd.lte(group.now))
+                .filter(subscription::Column::CurrentPeriodStart.is_not_null())
+                .filter(group.scope.clone());
+            self.scan(
+                rt,
+                &mut report,
+                "period_close",
+                &group,
+                base,
+                subscription::Column::CurrentPeriodEnd,
+                subscription::Column::Id,
+                batch,
+                |s: &subscription::Model| match (s.current_period_start, s.current_period_end) {
+                    (Some(start), Some(end)) => Some((
+                        Job::period_close(&s.organization_id, &s.id, start, end),
+                        end,
+                        s.id.clone(),
+                    )),
+                    _ => None,
+                },
+            )
+            .await?;
+        }
+        for group in clocks.groups(invoice::Column::OrganizationId) {
+            let base = invoice::Entity::find()
+                .filter(invoice::Column::Status.eq(InvoiceStatus::Draft))
+                .filter(invoice::Column::FinalizeAt.lte(group.now))
+                .filter(group.scope.clone());
+            self.scan(
+                rt,
+                &mut report,
+                "invoice_finalize",
+                &group,
+                base,
+                invoice::Column::FinalizeAt,
+                invoice::Column::Id,
+                batch,
+                |i: &invoice::Model| {
+                    i.finalize_at.map(|at| {
+                        (
+                            Job::invoice_finalize(&i.organization_id, &i.id, at),
+                            at,
+                            i.id.clone(),
+                        )
+                    })
+                },
+            )
+            .await?;
+            let base = invoice::Entity::find()
+                .filter(invoice::Column::Status.eq(InvoiceStatus::Open))
+                .filter(invoice::Column::DueAt.lte(group.now))
+                .filter(group.scope.clone());
+            self.scan(
+                rt,
+                &mut report,
+                "invoice_overdue",
+                &group,
+                base,
+                invoice::Column::DueAt,
+                invoice::Column::Id,
+                batch,
+                |i: &invoice::Model| {
+                    i.due_at.map(|at| {
+                        (
+                            Job::invoice_overdue(&i.organization_id, &i.id, at),
+                            at,
+                            i.id.clone(),
+                        )
+                    })
+                },
+            )
+            .await?;
+        }
+        self.ledger_scans(rt, &clocks, &mut report).await?;
+        for (job, resource) in DOMAIN_SCANS
+            .iter()
+            .copied()
+            .chain(LEDGER_SCANS.iter().map(|s| (*s, "job_run")))
+        {
+            let processed = report.processed.get(job).copied().unwrap_or(0);
+            let deferred = report.deferred.get(job).copied().unwrap_or(0);
+            metrics::batch_processed(job, resource, processed);
+            metrics::batch_deferred(job, "batch_full", deferred);
+        }
+        update_queue_depth(rt).await?;
+        let deferred = report.deferred.values().any(|n| *n > 0);
+        let settled = test_clocks::settle(&rt.db, deferred, &clocks.test_clocks).await?;
+        if settled > 0 {
+            tracing::info!(settled, "test clocks settled (READY)");
+        }
+        if self
+            .last_vacuum
+            .is_none_or(|at| at.elapsed() >= VACUUM_EVERY)
+        {
+            self.last_vacuum = Some(Instant::now());
+            match rt.queues.vacuum(&rt.db, VACUUM_OLDER_THAN).await {
+                Ok(n) => tracing::debug!(deleted = n, "queue vacuum"),
+                Err(e) => tracing::warn!(error = %e, "queue vacuum failed"),
+            }
+        }
+        Ok(report)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn scan<E, F>(
+        &mut self,
+        rt: &Runtime,
+        report: &mut TickReport,
+        name: &'static str,
+        group: &ClockGroup,
+        base: Select<E>,
+        at_column: E::Column,
+        id_column: E::Column,
+        batch: u64,
+        to_job: F,
+    ) -> Result<(), DbErr>
+    where
+        E: EntityTrait,
+        E::Model: Sync,
+        F: Fn(&E::Model) -> Option<(Job, DateTime<Utc>, String)>,
+    {
+        let key = (name, group.label.clone());
+        let after = |cursor: &(DateTime<Utc>, String)| {
+            Condition::any().add(at_column.gt(cursor.0)).add(
+                Condition::all()
+                    .add(at_column.eq(cursor.0))
+                    .add(id_column.gt(cursor.1.clone())),
+            )
+        };
+        let mut select = base.clone();
+        if let Some(cursor) = self.cursors.get(&key) {
+            select = select.filter(after(cursor));
+        }
+        let rows = select
+            .order_by_asc(at_column)
+            .order_by_asc(id_column)
+            .limit(batch)
+            .all(&rt.db)
+            .await?;
+        *report.processed.entry(name).or_default() += rows.len() as u64;
+        let mut last = None;
+        for row in &rows {
+            let Some((job, at, id)) = to_job(row) else {
+                continue;
+            };
+            last = Some((at, id));
+            match rt.enqueue(&job, group.now, "sweep").await {
+                Ok(Enqueued::New { pushed: true } | Enqueued::Repushed) => report.pushed += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    metrics::job_error(job.kind, "enqueue");
+                    tracing::warn!(job = %job.key, error = %e, "sweeper could not enqueue; next tick retries");
+                }
+            }
+        }
+        if rows.len() as u64 >= batch {
+            if let Some(cursor) = last {
+                let rest = base.filter(after(&cursor)).count(&rt.db).await?;
+                *report.deferred.entry(name).or_default() += rest;
+                self.cursors.insert(key, cursor);
+            }
+        } else {
+            self.cursors.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn ledger_scans(
+        &mut self,
+        rt: &Runtime,
+        clocks: &OrgClocks,
+        report: &mut TickReport,
+    ) -> Result<(), DbErr> {
+        let batch = rt.settings.sweep_batch;
+        let now = rt.now();
+        // Jobs enqueued before they were due, now due by their organization's clock.
+        for group in clocks.groups(job_run::Column::OrganizationId) {
+            let rows =
+                job_runs::due_unpushed(&rt.db, group.scope.clone(), group.now, batch + 1).await?;
+            self.count(report, "scheduled", &rows, batch);
+            for row in rows.iter().take(batch as usize) {
+                if job_runs::take_push(&rt.db, &row.job_key, now, now).await? {
+                    self.push(rt, report, row, "scheduled").await;
+                }
+            }
+        }
+        let rows = job_runs::due_retries(&rt.db, now, batch + 1).await?;
+        self.count(report, "retry", &rows, batch);
+        for row in rows.iter().take(batch as usize) {
+            if job_runs::take_retry(&rt.db, &row.job_key, now).await? {
+                self.push(rt, report, row, "retry").await;
+            }
+        }
+        let stale_before = now - chrono(rt.settings.requeue_after);
+        let rows = job_runs::stale_queued(&rt.db, stale_before, batch + 1).await?;
+        self.count(report, "requeue", &rows, batch);
+        for row in rows.iter().take(batch as usize) {
+            if job_runs::take_push(&rt.db, &row.job_key, stale_before, now).await? {
+                self.push(rt, report, row, "requeue").await;
+            }
+        }
+        let rows = job_runs::expired_leases(&rt.db, now, batch + 1).await?;
+        self.count(report, "lease", &rows, batch);
+        for row in rows.iter().take(batch as usize) {
+            if job_runs::take_expired_lease(&rt.db, row, now).await? == Some(JobState::Queued) {
+                self.push(rt, report, row, "lease").await;
+            }
+        }
+        Ok(())
+    }
+
+    fn count(
+        &self,
+        report: &mut TickReport,
+        name: &'static str,
+        rows: &[job_run::Model],
+        batch: u64,
+    ) {
+        let n = rows.len() as u64;
+        *report.processed.entry(name).or_default() += n.min(batch);
+        if n > batch {
+            // At least one more row waits; the exact backlog is not worth a count query here.
+            *report.deferred.entry(name).or_default() += n - batch;
+        }
+    }
+
+    async fn push(
+        &self,
+        rt: &Runtime,
+        report: &mut TickReport,
+        row: &job_run::Model,
+        source: &'static str,
+    ) {
+        match rt.push_row(row, source).await {
+            Ok(()) => report.pushed += 1,
+            Err(e) => {
+                if let Ok(job) = job_of(row) {
+                    metrics::job_error(job.kind, "enqueue");
+                }
+                tracing::warn!(job = %row.job_key, error = %e, "sweeper push failed; next tick retries");
+            }
+        }
+    }
+}
+
+/// Sets `valora_queue_depth{kind,state}` from the ledger (zero for absent pairs).
+pub async fn update_queue_depth(rt: &Runtime) -> Result<(), DbErr> {
+    let counts = job_runs::counts(&rt.db).await?;
+    for kind in JobKind::ALL {
+        for state in [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Failed,
+            JobState::Dead,
+            JobState::Discarded,
+        ] {
+            let n = counts
+                .iter()
+                .find(|(k, s, _)| k == kind.as_str() && *s == state)
+                .map_or(0, |(_, _, n)| *n);
+            metrics::queue_depth(kind.as_str(), &state.to_string(), n.max(0) as u64);
+        }
+    }
+    Ok(())
+}
+
+/// Runs ticks every `interval` until `stop` fires; records the run-loop lag
+/// (how late each tick started against its schedule).
+pub async fn run(
+    rt: std::sync::Arc<Runtime>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut sweeper = Sweeper::new();
+    let mut next = Instant::now();
+    loop {
+        let lag = Instant::now().saturating_duration_since(next);
+        metrics::runloop_lag(lag.as_secs_f64());
+        if let Err(e) = sweeper.tick(&rt).await {
+            tracing::warn!(error = %e, "sweeper tick failed");
+        }
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            next = now;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+    }
+}
+
+/// Work still due for one organization at its instant `at`: due domain rows
+/// (the sweeper's scans) plus its jobs not yet finished (QUEUED, RUNNING,
+/// FAILED) whose `run_at ≤ at`. Zero means everything due up to `at` is done —
+/// what a test clock waits for before it turns READY. A DEAD job whose
+/// subject is still due keeps this above zero until an operator acts.
+pub async fn pending_for_org<C: sea_orm::ConnectionTrait>(
+    db: &C,
+    organization_id: &str,
+    at: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let trials = subscription::Entity::find()
+        .filter(subscription::Column::OrganizationId.eq(organization_id))
+        .filter(subscription::Column::Status.eq(SubscriptionStatus::Trialing))
+        .filter(subscription::Column::TrialEnd.lte(at))
+        .count(db)
+        .await?;
+    let periods = subscription::Entity::find()
+        .filter(subscription::Column::OrganizationId.eq(organization_id))
+        .filter(
+            subscription::Column::Status
+                .is_in([SubscriptionStatus::Active, SubscriptionStatus::PastDue]),
+        )
+        .filter(subscription::Column::CurrentPeriodEnd.lte(at))
+        .filter(subscription::Column::CurrentPeriodStart.is_not_null())
+        .count(db)
+        .await?;
+    let drafts = invoice::Entity::find()
+        .filter(invoice::Column::OrganizationId.eq(organization_id))
+        .filter(invoice::Column::Status.eq(InvoiceStatus::Draft))
+        .filter(invoice::Column::FinalizeAt.lte(at))
+        .count(db)
+        .await?;
+    let overdue = invoice::Entity::find()
+        .filter(invoice::Column::OrganizationId.eq(organization_id))
+        .filter(invoice::Column::Status.eq(InvoiceStatus::Open))
+        .filter(invoice::Column::DueAt.lte(at))
+        .count(db)
+        .await?;
+    let jobs = job_run::Entity::find()
+        .filter(job_run::Column::OrganizationId.eq(organization_id))
+        .filter(job_run::Column::State.is_in([
+            JobState::Queued,
+            JobState::Running,
+            JobState::Failed,
+        ]))
+        .filter(job_run::Column::RunAt.lte(at))
+        .count(db)
+        .await?;
+    Ok(trials + periods + drafts + overdue + jobs)
+}
