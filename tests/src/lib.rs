@@ -12,6 +12,7 @@
 //! in which case it fails.
 
 pub mod http;
+pub mod scenario;
 
 use std::path::PathBuf;
 

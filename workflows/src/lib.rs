@@ -10,4 +10,21 @@ pub use billing;
 
 pub mod clock;
 pub mod ids;
+pub mod job_runs;
 pub mod jobs;
+pub mod lifecycle;
+pub mod steps;
+
+// API-side workflows: one concept per module.
+pub mod audit;
+pub mod catalog;
+pub mod customers;
+pub mod error;
+pub mod idempotency;
+pub mod invoice_actions;
+pub mod pagination;
+pub mod subscriptions;
+pub mod tenancy;
+pub mod test_clock;
+pub mod txn;
+pub mod usage;

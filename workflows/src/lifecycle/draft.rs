@@ -1,0 +1,147 @@
+//! Writing a computed invoice as a DRAFT, with its lines and the job that
+//! will finalize it once the grace period is over.
+
+use chrono::{DateTime, Duration, Utc};
+use entity::{Dec, InvoiceKind, InvoiceStatus, invoice, invoice_line, organization, subscription};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+
+use crate::audit::{AuditEntry, snapshot};
+use crate::error::{WorkflowError, WorkflowResult};
+use crate::ids::new_id;
+use crate::invoice_actions::entity_line_kind;
+use crate::jobs::{Job, record_in_outbox};
+use crate::lifecycle::inputs::currency;
+
+/// Identity of an invoice: at most one per key and organization (a unique
+/// constraint), so the same billing work can never produce two invoices.
+pub fn first_key(subscription_id: &str) -> String {
+    format!("first:{subscription_id}")
+}
+
+pub fn periodic_key(subscription_id: &str, period_start: DateTime<Utc>) -> String {
+    format!(
+        "periodic:{subscription_id}:{}",
+        period_start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )
+}
+
+pub fn change_key(change_id: &str) -> String {
+    format!("change:{change_id}")
+}
+
+/// What to write.
+pub struct Draft<'a> {
+    pub org: &'a organization::Model,
+    pub sub: &'a subscription::Model,
+    pub kind: InvoiceKind,
+    pub billing_key: String,
+    pub lines: Vec<billing::InvoiceLine>,
+    /// The billing instant the draft belongs to (period end, trial end, change);
+    /// the grace period runs from here.
+    pub boundary: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// Writes the draft and its finalization job; `None` (and nothing written)
+/// when it has no lines. Its audit event is [`audited`], appended last by the step.
+pub async fn write<C: ConnectionTrait>(
+    txn: &C,
+    draft: Draft<'_>,
+) -> WorkflowResult<Option<invoice::Model>> {
+    if draft.lines.is_empty() {
+        return Ok(None);
+    }
+    let currency = currency(draft.org)?;
+    let computed = billing::Invoice::from_lines(draft.lines, currency)
+        .map_err(|e| WorkflowError::Internal(format!("billing: {e}")))?;
+    let finalize_at = draft.boundary + Duration::hours(i64::from(draft.org.grace_period_hours));
+    let inv = invoice::ActiveModel {
+        id: Set(new_id()),
+        organization_id: Set(draft.org.id.clone()),
+        customer_id: Set(draft.sub.customer_id.clone()),
+        subscription_id: Set(Some(draft.sub.id.clone())),
+        kind: Set(draft.kind),
+        status: Set(InvoiceStatus::Draft),
+        currency: Set(draft.org.currency.clone()),
+        billing_key: Set(draft.billing_key),
+        period_start: Set(Some(computed.period_start)),
+        period_end: Set(Some(computed.period_end)),
+        subtotal_minor: Set(currency.to_minor_units(computed.subtotal)?),
+        total_minor: Set(currency.to_minor_units(computed.total)?),
+        number: Set(None),
+        number_year: Set(None),
+        number_seq: Set(None),
+        finalize_at: Set(Some(finalize_at)),
+        created_at: Set(draft.now),
+        finalized_at: Set(None),
+        due_at: Set(None),
+        paid_at: Set(None),
+        voided_at: Set(None),
+        content_hash: Set(None),
+    }
+    .insert(txn)
+    .await?;
+    replace_lines(txn, &inv, &computed.lines, currency).await?;
+    record_in_outbox(
+        txn,
+        &Job::invoice_finalize(&draft.org.id, &inv.id, finalize_at),
+        draft.now,
+    )
+    .await?;
+    Ok(Some(inv))
+}
+
+/// Replaces a draft's lines (drafts only: a finalized invoice never changes).
+pub async fn replace_lines<C: ConnectionTrait>(
+    txn: &C,
+    inv: &invoice::Model,
+    lines: &[billing::InvoiceLine],
+    currency: billing::Currency,
+) -> WorkflowResult<()> {
+    if inv.status != InvoiceStatus::Draft {
+        return Err(WorkflowError::Internal(format!(
+            "invoice {} is {}, its lines are frozen",
+            inv.id, inv.status
+        )));
+    }
+    invoice_line::Entity::delete_many()
+        .filter(invoice_line::Column::InvoiceId.eq(&inv.id))
+        .exec(txn)
+        .await?;
+    let rows = lines
+        .iter()
+        .enumerate()
+        .map(|(position, line)| {
+            Ok(invoice_line::ActiveModel {
+                id: Set(new_id()),
+                organization_id: Set(inv.organization_id.clone()),
+                invoice_id: Set(inv.id.clone()),
+                position: Set(i32::try_from(position)
+                    .map_err(|_| WorkflowError::Internal("too many lines".into()))?),
+                kind: Set(entity_line_kind(line.kind)),
+                description: Set(line.description.clone()),
+                price_id: Set(line.price_id.clone()),
+                quantity: Set(Dec(line.quantity)),
+                unit_amount: Set(line.unit_amount.map(Dec)),
+                amount_minor: Set(currency.to_minor_units(line.amount)?),
+                period_start: Set(line.period.start),
+                period_end: Set(line.period.end),
+            })
+        })
+        .collect::<WorkflowResult<Vec<_>>>()?;
+    if !rows.is_empty() {
+        invoice_line::Entity::insert_many(rows).exec(txn).await?;
+    }
+    Ok(())
+}
+
+/// The audit entry of a new draft.
+pub fn audited(inv: &invoice::Model) -> AuditEntry<'_> {
+    AuditEntry {
+        action: "invoice.drafted",
+        entity_type: "invoice",
+        entity_id: &inv.id,
+        before: None,
+        after: snapshot(inv),
+    }
+}

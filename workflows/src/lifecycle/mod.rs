@@ -1,0 +1,81 @@
+//! The time-driven life of a subscription, one idempotent step per job kind.
+//!
+//! Each step runs in one transaction: lock the subject row, check its state
+//! (compare-and-set), compute with the pure billing core, write the result,
+//! append audit events, record follow-up jobs in the outbox, and mark the job
+//! SUCCEEDED in the same transaction. A redelivered job finds the state moved
+//! on (or the ledger row already SUCCEEDED) and changes nothing; unique
+//! constraints (`invoices(organization_id, billing_key)`, …) are the last guard.
+//!
+//! - [`start`]: a subscription starts billing (no trial, or trial ended);
+//! - [`close`]: period close, including the final invoice of a
+//!   cancel-at-period-end and catching up several missed periods in order;
+//! - [`change`]: prorations of a plan/quantity change or an immediate cancel;
+//! - [`finalize`]: a draft past its grace period is recomputed and finalized;
+//! - [`overdue`]: an unpaid invoice past due makes its subscription PAST_DUE.
+//!
+//! Steps take effect at their **due instant** (the period end, the trial end,
+//! the end of the grace period, the due date), not at the moment a worker got
+//! to them: a worker outage or a test clock jumping months ahead yields the
+//! same invoices, dates and states as workers that ran on time.
+
+pub mod change;
+pub mod close;
+pub mod draft;
+pub mod finalize;
+pub mod inputs;
+pub mod lock;
+pub mod overdue;
+pub mod start;
+
+use chrono::{DateTime, Utc};
+use sea_orm::DatabaseTransaction;
+
+use crate::error::WorkflowError;
+use crate::jobs::Job;
+use crate::steps::{StepError, StepOutcome, mark_succeeded};
+
+/// The audit actor of a job.
+pub fn actor(job: &Job) -> String {
+    format!("job:{}", job.kind)
+}
+
+/// Commits a step's effect together with its SUCCEEDED ledger row, or rolls
+/// everything back when another delivery already finished the job.
+pub(crate) async fn commit_step(
+    txn: DatabaseTransaction,
+    job: &Job,
+    now: DateTime<Utc>,
+    outcome: StepOutcome,
+) -> Result<StepOutcome, StepError> {
+    if mark_succeeded(&txn, &job.key, now).await? {
+        txn.commit().await?;
+        Ok(outcome)
+    } else {
+        txn.rollback().await?;
+        Ok(StepOutcome::AlreadyDone)
+    }
+}
+
+impl From<WorkflowError> for StepError {
+    /// Database trouble and write races are worth retrying; anything else
+    /// (a missing row, corrupt data) will not fix itself.
+    fn from(err: WorkflowError) -> StepError {
+        match err {
+            WorkflowError::Database(db) => StepError::Database(db),
+            WorkflowError::Conflict(message) => StepError::Transient(message),
+            other => StepError::Permanent(other.to_string()),
+        }
+    }
+}
+
+impl From<billing::InvoiceError> for StepError {
+    fn from(err: billing::InvoiceError) -> StepError {
+        StepError::Permanent(format!("billing: {err}"))
+    }
+}
+
+/// The work is not due yet by the organization's clock: retry later.
+pub(crate) fn not_due(what: &str, due: DateTime<Utc>, now: DateTime<Utc>) -> StepError {
+    StepError::Transient(format!("{what} is due at {due}, it is {now}"))
+}

@@ -1,0 +1,157 @@
+//! A subscription starts billing: at its start (no trial) or at its trial end.
+//!
+//! TRIALING → ACTIVE with period 0 opened (compare-and-set on the status), and
+//! the IN_ADVANCE fees of period 0 invoiced (prorated for a partial CALENDAR
+//! first period). The invoice's key `first:{subscription}` makes a second
+//! delivery unable to bill twice.
+
+use entity::{InvoiceKind, SubscriptionStatus, organization, subscription};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+
+use crate::audit::{self, AuditEntry, snapshot};
+use crate::clock::{Clock, org_now};
+use crate::error::WorkflowError;
+use crate::jobs::{Job, JobKind, record_in_outbox};
+use crate::lifecycle::{actor, commit_step, draft, inputs, lock, not_due};
+use crate::steps::{StepError, StepOutcome};
+
+/// The step of `subscription_start` and `trial_expiry` jobs.
+pub async fn run(
+    db: &DatabaseConnection,
+    clock: &dyn Clock,
+    job: &Job,
+) -> Result<StepOutcome, StepError> {
+    let txn = crate::txn::begin_write(db).await?;
+    let sub = lock::subscription(&txn, &job.subject_id).await?;
+    let org = organization_of(&txn, &sub).await?;
+    let now = org_now(&org, clock);
+    let actor = actor(job);
+
+    let before = sub.clone();
+    let (sub, activated) = match (job.kind, sub.status) {
+        (JobKind::TrialExpiry, SubscriptionStatus::Trialing) => {
+            let trial_end = sub.trial_end.unwrap_or(sub.period_anchor);
+            if now < trial_end {
+                return Err(not_due("trial end", trial_end, now));
+            }
+            (activate(&txn, &org, &sub, now).await?, true)
+        }
+        (JobKind::SubscriptionStart, SubscriptionStatus::Active) if sub.period_index == 0 => {
+            if now < sub.started_at {
+                return Err(not_due("subscription start", sub.started_at, now));
+            }
+            (sub, false)
+        }
+        // Canceled, already past its first period, or activated by an earlier delivery.
+        (_, status) => {
+            return commit_step(
+                txn,
+                job,
+                now,
+                StepOutcome::Skipped(format!("subscription is {status}")),
+            )
+            .await;
+        }
+    };
+
+    let (terms, _) = crate::subscriptions::terms(&txn, &org, &sub).await?;
+    let billed = inputs::billed_lines(&txn, &org, &sub.id, None).await?;
+    let lines = billing::first_invoice(&terms, &billed, inputs::currency(&org)?)?;
+    let first_period = terms
+        .schedule
+        .period(0)
+        .map_err(|e| WorkflowError::Internal(e.to_string()))?;
+    let invoice = draft::write(
+        &txn,
+        draft::Draft {
+            org: &org,
+            sub: &sub,
+            kind: InvoiceKind::First,
+            billing_key: draft::first_key(&sub.id),
+            lines,
+            boundary: first_period.start,
+            now,
+        },
+    )
+    .await?;
+    // Catching up (worker down, test clock jumped): the next step is due already.
+    if first_period.end <= now {
+        let close = Job::period_close(&org.id, &sub.id, first_period.start, first_period.end);
+        record_in_outbox(&txn, &close, now).await?;
+    }
+    // The audit chain is appended last (it serializes the organization's writers).
+    if activated {
+        let entry = AuditEntry {
+            action: "subscription.trial_ended",
+            entity_type: "subscription",
+            entity_id: &sub.id,
+            before: snapshot(&before),
+            after: snapshot(&sub),
+        };
+        audit::append(&txn, &org.id, &actor, entry, now).await?;
+    }
+    if let Some(invoice) = &invoice {
+        audit::append(&txn, &org.id, &actor, draft::audited(invoice), now).await?;
+    }
+    commit_step(txn, job, now, StepOutcome::Done).await
+}
+
+/// TRIALING → ACTIVE with period 0 as the current period.
+async fn activate<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    sub: &subscription::Model,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<subscription::Model, StepError> {
+    let plan = entity::plan::Entity::find_by_id(sub.plan_id.clone())
+        .one(txn)
+        .await?
+        .ok_or(WorkflowError::NotFound("plan"))?;
+    let schedule =
+        crate::subscriptions::schedule(org, &plan, sub.billing_anchor, sub.period_anchor)?;
+    let period = schedule
+        .period(0)
+        .map_err(|e| WorkflowError::Internal(e.to_string()))?;
+    let updated = subscription::Entity::update_many()
+        .col_expr(
+            subscription::Column::Status,
+            Expr::value(SubscriptionStatus::Active),
+        )
+        .col_expr(subscription::Column::PeriodIndex, Expr::value(0))
+        .col_expr(
+            subscription::Column::CurrentPeriodStart,
+            Expr::value(Some(period.start)),
+        )
+        .col_expr(
+            subscription::Column::CurrentPeriodEnd,
+            Expr::value(Some(period.end)),
+        )
+        .col_expr(subscription::Column::UpdatedAt, Expr::value(now))
+        .filter(subscription::Column::Id.eq(&sub.id))
+        .filter(subscription::Column::Status.eq(SubscriptionStatus::Trialing))
+        .exec(txn)
+        .await?;
+    if updated.rows_affected != 1 {
+        return Err(StepError::Transient(
+            "subscription changed concurrently".into(),
+        ));
+    }
+    Ok(subscription::Entity::find_by_id(sub.id.clone())
+        .one(txn)
+        .await?
+        .ok_or(WorkflowError::NotFound("subscription"))?)
+}
+
+/// The subscription's organization (steps get ids, not tenants).
+pub(crate) async fn organization_of<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    sub: &subscription::Model,
+) -> Result<organization::Model, StepError> {
+    Ok(
+        organization::Entity::find_by_id(sub.organization_id.clone())
+            .one(txn)
+            .await?
+            .ok_or(WorkflowError::NotFound("organization"))?,
+    )
+}
