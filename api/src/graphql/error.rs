@@ -74,6 +74,27 @@ impl From<sea_orm::DbErr> for ApiError {
     }
 }
 
+impl From<worker::ops::OpsError> for ApiError {
+    fn from(err: worker::ops::OpsError) -> Self {
+        use worker::ops::OpsError;
+        match err {
+            OpsError::NotFound => ApiError::not_found("job"),
+            OpsError::WrongState(state) => ApiError::bad_input(format!(
+                "the job is {state}; retry takes DEAD, FAILED or DISCARDED jobs, discard takes QUEUED, FAILED or DEAD ones"
+            )),
+            OpsError::BadCursor => ApiError::bad_input("invalid cursor"),
+            OpsError::Database(db) => ApiError::from(db),
+            OpsError::Enqueue(e) => {
+                tracing::error!(error = %e, "enqueue failed");
+                ApiError {
+                    code: "INTERNAL",
+                    message: "internal error".into(),
+                }
+            }
+        }
+    }
+}
+
 impl From<ApiError> for async_graphql::Error {
     fn from(err: ApiError) -> Self {
         let code = err.code;

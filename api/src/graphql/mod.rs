@@ -12,6 +12,7 @@ pub mod customers;
 pub mod enums;
 pub mod error;
 pub mod invoices;
+pub mod jobs;
 pub mod loaders;
 pub mod organization;
 pub mod pagination;
@@ -32,6 +33,7 @@ pub struct Query(
     subscriptions::SubscriptionQuery,
     invoices::InvoiceQuery,
     audit::AuditQuery,
+    jobs::JobsQuery,
 );
 
 /// Root of every write.
@@ -43,6 +45,7 @@ pub struct Mutation(
     subscriptions::SubscriptionMutation,
     usage::UsageMutation,
     invoices::InvoiceMutation,
+    jobs::JobsMutation,
 );
 
 pub type ValoraSchema = Schema<Query, Mutation, EmptySubscription>;
