@@ -3,6 +3,7 @@
 //! Handlers are thin: the schema resolves through the entities and the billing
 //! core in `workflows`; time-driven work belongs to the workers.
 
+pub mod demo;
 pub mod graphql;
 pub mod http;
 pub mod secret;

@@ -11,6 +11,10 @@ use worker::Config;
     about = "Valora billing engine: GraphQL API"
 )]
 struct Cli {
+    /// Create a sample organization on a test clock, bill three months, print
+    /// the invoices, and keep serving so they can be explored in GraphiQL.
+    #[arg(long)]
+    demo: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -45,6 +49,17 @@ async fn main() -> anyhow::Result<()> {
             if let Some(path) = &server.admin_token_file {
                 println!(
                     "Bootstrap admin token: in {path} (set VALORA_ADMIN_TOKEN to choose your own)"
+                );
+            }
+            if cli.demo {
+                println!("Demo: billing three months of a sample organization through the workers…");
+                let outcome = api::demo::run(&server.schema)
+                    .await
+                    .context("running the demo")?;
+                println!("\n{}", api::demo::table(&outcome.invoices));
+                println!(
+                    "Explore them in GraphiQL at http://{}/graphql with the HTTP header\n  {{\"Authorization\": \"Bearer {}\"}}\n(the demo organization's ADMIN key), e.g. {{ invoices {{ nodes {{ number total lines {{ kind amount }} }} }} }}",
+                    server.addr, outcome.api_key
                 );
             }
             wait_for_signal().await;

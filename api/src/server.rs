@@ -37,6 +37,8 @@ pub enum StartError {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub db: DatabaseConnection,
+    /// The schema the server executes (in-process callers such as the demo use it).
+    pub schema: crate::graphql::ValoraSchema,
     /// Where the bootstrap token was written when Valora generated it itself.
     pub admin_token_file: Option<String>,
     shutdown: oneshot::Sender<()>,
@@ -91,7 +93,7 @@ pub async fn start_with_clock(
         clock: clock.clone(),
     };
     let schema = crate::graphql::build(state.clone());
-    let app = crate::http::router(state, schema);
+    let app = crate::http::router(state, schema.clone());
 
     let listener = TcpListener::bind(config.bind)
         .await
@@ -120,6 +122,7 @@ pub async fn start_with_clock(
     Ok(RunningServer {
         addr,
         db,
+        schema,
         admin_token_file,
         shutdown,
         task,
