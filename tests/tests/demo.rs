@@ -1,7 +1,9 @@
 //! The `--demo` tour keeps working: it bills three months of its sample
 //! organization through the workers, with the amounts a reader can check.
 
+use serde_json::json;
 use tests::TestEnv;
+use tests::http::Client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_bills_three_months_of_its_sample_organization() {
@@ -13,14 +15,19 @@ async fn the_demo_bills_three_months_of_its_sample_organization() {
     let table = api::demo::table(&outcome.invoices);
     println!("{table}");
     assert_eq!(outcome.invoices.len(), 14, "{table}");
-    assert!(outcome.invoices.iter().all(|i| i["status"] == "OPEN"), "{table}");
+    assert!(
+        outcome.invoices.iter().all(|i| i["status"] == "OPEN"),
+        "{table}"
+    );
     let total = |customer: &str, from: &str| {
         outcome
             .invoices
             .iter()
             .find(|i| {
                 i["customer"]["name"] == customer
-                    && i["periodStart"].as_str().is_some_and(|s| s.starts_with(from))
+                    && i["periodStart"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with(from))
             })
             .map(|i| i["total"].as_str().unwrap_or("").to_string())
             .unwrap_or_default()
@@ -30,6 +37,23 @@ async fn the_demo_bills_three_months_of_its_sample_organization() {
     // Carol, graduated: 10,000 × 0.01 + 90,000 × 0.005 + 50,000 × 0.001.
     assert_eq!(total("carol", "2026-01-01"), "600", "{table}");
     assert_eq!(outcome.api_key.len(), 64);
+    // The same invoices through a nested list (batched per page, not per subscription).
+    let client = Client::new(server.addr).with_key(&outcome.api_key);
+    let answer = client
+        .graphql(
+            "{ subscriptions(first: 10) { nodes { invoices { number } } } }",
+            json!({}),
+        )
+        .await;
+    let nested: usize = answer["data"]["subscriptions"]["nodes"]
+        .as_array()
+        .map(|subs| {
+            subs.iter()
+                .map(|s| s["invoices"].as_array().map_or(0, Vec::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    assert_eq!(nested, 14, "{answer}");
     server.stop().await.expect("stops");
     env.cleanup().await;
 }

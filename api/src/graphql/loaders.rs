@@ -2,6 +2,7 @@
 //!
 //! A list resolver looks ahead at the selection: when its nodes ask for a
 //! related row (`Invoice.lines`, `Subscription.customer`, `Subscription.plan`,
+//! `Subscription.invoices`,
 //! `Customer.subscriptions`…), it loads that relation for the whole page with
 //! one `IN (…)` query and primes this per-request cache; the node resolvers
 //! read the cache and only query on a miss. One request never sees another's
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_graphql::Context;
-use entity::{customer, invoice_line, subscription};
+use entity::{customer, invoice, invoice_line, subscription};
 use workflows::catalog::PlanView;
 
 /// Per-request cache of related rows, by parent id.
@@ -21,6 +22,7 @@ pub struct Loaders {
     plans: Mutex<HashMap<String, PlanView>>,
     lines: Mutex<HashMap<String, Vec<invoice_line::Model>>>,
     subscriptions: Mutex<HashMap<String, Vec<subscription::Model>>>,
+    invoices: Mutex<HashMap<String, Vec<invoice::Model>>>,
 }
 
 fn loaders<'a>(ctx: &Context<'a>) -> Option<&'a Loaders> {
@@ -66,3 +68,4 @@ cache!(
     subscriptions,
     Vec<subscription::Model>
 );
+cache!(invoices, prime_invoices, invoices, Vec<invoice::Model>);

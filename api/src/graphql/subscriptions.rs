@@ -76,6 +76,9 @@ impl Subscription {
         self.0.canceled_at.map(Instant)
     }
     async fn invoices(&self, ctx: &Context<'_>) -> ApiResult<Vec<Invoice>> {
+        if let Some(hit) = loaders::invoices(ctx, &self.0.id) {
+            return Ok(hit.into_iter().map(Invoice::stored).collect());
+        }
         let by_sub = workflows::invoice_actions::invoices_of_subscriptions(
             &state(ctx).db,
             &self.0.organization_id,
@@ -184,6 +187,20 @@ impl SubscriptionQuery {
             let now = workflows::clock::org_now(&org, st.clock.as_ref());
             let plans = workflows::catalog::plans_at(&st.db, &org.id, Some(&ids), now).await?;
             loaders::prime_plans(ctx, plans.into_iter().map(|p| (p.plan.id.clone(), p)));
+        }
+        if loaders::wants(ctx, &["nodes", "invoices"]) {
+            let ids: Vec<String> = page.nodes.iter().map(|s| s.id.clone()).collect();
+            let mut by_sub =
+                workflows::invoice_actions::invoices_of_subscriptions(&st.db, &org.id, ids.clone())
+                    .await?;
+            // Subscriptions without invoices are primed too (an empty list is an answer).
+            loaders::prime_invoices(
+                ctx,
+                ids.into_iter().map(|id| {
+                    let invoices = by_sub.remove(&id).unwrap_or_default();
+                    (id, invoices)
+                }),
+            );
         }
         Ok(SubscriptionConnection {
             nodes: page.nodes.into_iter().map(Subscription).collect(),
