@@ -14,6 +14,19 @@
 //! (The `tests` crate does not depend on `workflows`, so it cannot name
 //! `workflows::steps::run` or a `Clock` to call a step by hand; going through
 //! the workers exercises the same steps plus the claim in front of them.)
+//!
+//! With the row back to RUNNING only one of the two concurrent deliveries
+//! wins the claim; the step it runs must find its work done by its own state
+//! checks (period index moved on, invoice no longer DRAFT / OPEN, change
+//! already prorated, subscription no longer in its first period) and end
+//! Skipped. The start of a subscription still in its first period has no such
+//! check: it recomputes the first invoice against the lines already billed.
+//! Unchanged, that finds nothing to bill (Done, nothing written); after a
+//! mid-period plan change it computes a second first invoice, which only the
+//! unique `invoices(organization_id, billing_key)` key stops — the job fails
+//! with "concurrent update, retry" and would be retried until DEAD. The test
+//! reports that as a failure (nothing is duplicated, but the step is not a
+//! no-op).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -79,11 +92,14 @@ fn total(by_outcome: &BTreeMap<String, u64>) -> u64 {
     by_outcome.values().sum()
 }
 
+/// (status, number, total in minor units, contentHash, finalizedAt).
+type InvoiceFacts = (String, Option<String>, i64, Option<String>, String);
+
 /// Everything a duplicated effect would change.
 #[derive(Debug, PartialEq, Eq)]
 struct Snapshot {
     /// billing key → (status, number, total, contentHash, finalizedAt).
-    invoices: BTreeMap<String, (String, Option<String>, i64, Option<String>, String)>,
+    invoices: BTreeMap<String, InvoiceFacts>,
     /// (invoice billing key, position, kind, amount) of every line.
     lines: BTreeSet<(String, i32, String, i64)>,
     /// (source key, amount, invoice billing key) of every pending proration item.
@@ -209,10 +225,10 @@ async fn ledger(db: &DatabaseConnection, org: &str) -> Vec<job_run::Model> {
 /// (contentHash, number, total) of every invoice, as the API reports them.
 async fn api_invoices(
     s: &Scenario,
-    subscriptions: &[String],
+    subscriptions: &BTreeMap<String, &'static str>,
 ) -> BTreeSet<(String, String, String)> {
     let mut all = BTreeSet::new();
-    for sub in subscriptions {
+    for sub in subscriptions.keys() {
         for inv in s.invoices(sub).await {
             all.insert((
                 inv["contentHash"].as_str().unwrap_or("-").to_string(),
@@ -233,8 +249,8 @@ async fn verify_chain(s: &Scenario) -> Value {
         .clone()
 }
 
-/// Pushes every job of `rows` onto its queue: `copies` times, all at once
-/// when `concurrent`, else one push after the other.
+/// Pushes every job of `rows` onto its queue: twice at once when
+/// `concurrent`, else once.
 async fn redeliver(queues: &Queues, rows: &[job_run::Model], concurrent: bool) {
     for row in rows {
         let job = worker::runtime::job_of(row).expect("ledger row names a job kind");
@@ -300,10 +316,10 @@ fn flat_plan(code: &str, amount: &str) -> Value {
 }
 
 /// Builds the scenario: flat, hybrid (flat + PER_UNIT usage), two mid-period
-/// plan changes (pending prorations and a proration invoice), one subscription
-/// still in its first period; net terms short enough for invoices to go
-/// overdue. Returns the subscription ids.
-async fn build(s: &Scenario) -> Vec<String> {
+/// plan changes (pending prorations and a proration invoice), three
+/// subscriptions still in their first period; net terms short enough for
+/// invoices to go overdue. Returns the subscription ids with a label.
+async fn build(s: &Scenario) -> BTreeMap<String, &'static str> {
     s.create_meter("api_calls", "SUM").await;
     let c1 = s.create_customer("c1").await;
     let c2 = s.create_customer("c2").await;
@@ -378,7 +394,14 @@ async fn build(s: &Scenario) -> Vec<String> {
     )
     .await;
     s.advance("2026-03-01T00:00:00Z").await;
-    vec![flat, metered, changed, late_plain, late, late_invoiced]
+    BTreeMap::from([
+        (flat, "flat (ALWAYS_INVOICE change Jan 16)"),
+        (metered, "hybrid flat + usage"),
+        (changed, "changed (CREATE_PRORATIONS Jan 16)"),
+        (late_plain, "first-period, unchanged"),
+        (late, "first-period, CREATE_PRORATIONS change Feb 20"),
+        (late_invoiced, "first-period, ALWAYS_INVOICE change Feb 20"),
+    ])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,7 +459,7 @@ async fn every_step_redelivered_changes_nothing() {
         assert_eq!(chain["valid"], true, "[{backend:?}] {chain}");
         assert!(
             baseline.invoices.values().all(|i| i.3.is_some()),
-            "[{backend:?}] every invoice is finalized before redelivery: {:?}",
+            "[{backend:?}] every invoice is finalized (has a contentHash) before redelivery: {:?}",
             baseline.invoices
         );
         let queues = Queues::open(&s.env.config, &db).await.expect("queues open");
@@ -551,9 +574,13 @@ async fn every_step_redelivered_changes_nothing() {
                 .filter(|r| keys.contains(&r.job_key) && r.state != JobState::Succeeded)
             {
                 anomalies.push(format!(
-                    "[{backend:?}] RUNNING round {round}: {} (subject {}) -> {} after attempt {}: {:?}; \
-                     nothing written",
-                    r.job_key, r.subject_id, r.state, r.attempts, r.last_error
+                    "[{backend:?}] RUNNING round {round}: {} (subscription {:?}) -> {} after \
+                     attempt {}: {:?}; nothing written",
+                    r.job_key,
+                    subscriptions.get(&r.subject_id).copied().unwrap_or("?"),
+                    r.state,
+                    r.attempts,
+                    r.last_error
                 ));
                 job_run::Entity::update_many()
                     .col_expr(job_run::Column::State, Expr::value(JobState::Succeeded))
@@ -592,15 +619,20 @@ async fn every_step_redelivered_changes_nothing() {
             .collect();
         assert!(dead.is_empty(), "[{backend:?}] {dead:#?}");
 
+        let reran: Vec<String> = step_outcomes
+            .iter()
+            .map(|((kind, outcome), count)| format!("{kind} {outcome} {count}"))
+            .collect();
         println!(
-            "step idempotence [{backend:?}]: {n} jobs redelivered 7x each ({}), steps re-run {:?} ({first_period_starts} first-period starts Done without effect), \
-             invoices {} = {}, audit {} = {}, chain valid, {:.1} s",
-            kinds.iter().copied().collect::<Vec<_>>().join(", "),
-            step_outcomes,
+            "step idempotence [{backend:?}]: {n} jobs redelivered 8x each (4 acked as duplicates, \
+             4 with the ledger row back to RUNNING: steps re-run {}), invoices {} = {}, \
+             audit {} = {}, chain valid ({} events), {:.1} s",
+            reran.join(", "),
             baseline.invoices.len(),
             end.invoices.len(),
             baseline.audit_events,
             end.audit_events,
+            chain_after["checked"],
             started.elapsed().as_secs_f64(),
         );
         s.finish().await;

@@ -55,6 +55,12 @@ pub async fn run(
         }
     };
 
+    // A redelivery after the first invoice was written must not recompute it:
+    // later changes (prorations) would make the diff look like new work.
+    if first_invoice_written(&txn, &org, &sub).await? {
+        let why = "first invoice already written".to_string();
+        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+    }
     let (terms, _) = crate::subscriptions::terms(&txn, &org, &sub).await?;
     let billed = inputs::billed_lines(&txn, &org, &sub.id, None).await?;
     let lines = billing::first_invoice(&terms, &billed, inputs::currency(&org)?)?;
@@ -95,6 +101,20 @@ pub async fn run(
         audit::append(&txn, &org.id, &actor, draft::audited(invoice), now).await?;
     }
     commit_step(txn, job, now, StepOutcome::Done).await
+}
+
+async fn first_invoice_written<C: sea_orm::ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    sub: &subscription::Model,
+) -> Result<bool, StepError> {
+    use sea_orm::PaginatorTrait;
+    let written = entity::invoice::Entity::find()
+        .filter(entity::invoice::Column::OrganizationId.eq(&org.id))
+        .filter(entity::invoice::Column::BillingKey.eq(draft::first_key(&sub.id)))
+        .count(txn)
+        .await?;
+    Ok(written > 0)
 }
 
 /// TRIALING → ACTIVE with period 0 as the current period.
