@@ -49,7 +49,10 @@ impl Caller<'_> {
             .data(Loaders::default());
         let response = self.schema.execute(request).await;
         if let Some(error) = response.errors.first() {
-            return Err(DemoError::GraphQl(format!("{} (in {query})", error.message)));
+            return Err(DemoError::GraphQl(format!(
+                "{} (in {query})",
+                error.message
+            )));
         }
         response
             .data
@@ -146,7 +149,12 @@ pub async fn run(schema: &ValoraSchema) -> Result<DemoOutcome, DemoError> {
                 json!({ "input": plan }),
             )
             .await?;
-        plan_ids.push(data["createPlan"]["id"].as_str().unwrap_or_default().to_string());
+        plan_ids.push(
+            data["createPlan"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
     let mut subscriptions = Vec::new();
     for (customer, plan) in ["alice", "bob", "carol", "dave"].iter().zip(&plan_ids) {
@@ -163,7 +171,12 @@ pub async fn run(schema: &ValoraSchema) -> Result<DemoOutcome, DemoError> {
                 json!({ "input": { "customerId": customer_id, "planId": plan } }),
             )
             .await?;
-        subscriptions.push(data["createSubscription"]["id"].as_str().unwrap_or_default().to_string());
+        subscriptions.push(
+            data["createSubscription"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
     }
 
     admin.advance("2026-01-16T00:00:00Z").await?;
@@ -184,7 +197,9 @@ pub async fn run(schema: &ValoraSchema) -> Result<DemoOutcome, DemoError> {
         )
         .await?;
     for (month, day) in [("02", "15"), ("03", "15")] {
-        admin.advance(&format!("2026-{month}-{day}T00:00:00Z")).await?;
+        admin
+            .advance(&format!("2026-{month}-{day}T00:00:00Z"))
+            .await?;
         admin
             .call(
                 "mutation($events: [UsageEventInput!]!) { ingestUsage(events: $events) { accepted } }",
@@ -205,14 +220,20 @@ pub async fn run(schema: &ValoraSchema) -> Result<DemoOutcome, DemoError> {
             json!({}),
         )
         .await?;
-    let mut invoices = data["invoices"]["nodes"].as_array().cloned().unwrap_or_default();
+    let mut invoices = data["invoices"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     invoices.sort_by_key(|i| i["number"].as_str().unwrap_or("~").to_string());
     Ok(DemoOutcome { api_key, invoices })
 }
 
 /// The invoices as a text table.
 pub fn table(invoices: &[Value]) -> String {
-    let day = |v: &Value| v.as_str().map_or("-".to_string(), |s| s.chars().take(10).collect());
+    let day = |v: &Value| {
+        v.as_str()
+            .map_or("-".to_string(), |s| s.chars().take(10).collect())
+    };
     let mut out = format!(
         "{:<17} {:<8} {:<6} {:<10} {:<10} {:>10}  {}\n",
         "number", "customer", "status", "from", "to", "total", "lines"
@@ -223,7 +244,13 @@ pub fn table(invoices: &[Value]) -> String {
             .map(|lines| {
                 lines
                     .iter()
-                    .map(|l| format!("{} {}", l["kind"].as_str().unwrap_or(""), l["amount"].as_str().unwrap_or("")))
+                    .map(|l| {
+                        format!(
+                            "{} {}",
+                            l["kind"].as_str().unwrap_or(""),
+                            l["amount"].as_str().unwrap_or("")
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default();

@@ -52,7 +52,9 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             if cli.demo {
-                println!("Demo: billing three months of a sample organization through the workers…");
+                println!(
+                    "Demo: billing three months of a sample organization through the workers…"
+                );
                 let outcome = api::demo::run(&server.schema)
                     .await
                     .context("running the demo")?;

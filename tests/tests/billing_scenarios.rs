@@ -453,3 +453,70 @@ async fn unpaid_invoice_goes_past_due_and_payment_restores_active() {
         s.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaid_past_the_limit_cancels_the_subscription() {
+    for env in TestEnv::all().await {
+        let s = Scenario::start(
+            env,
+            json!({ "testClockStart": JAN_1, "netTermsDays": 10, "cancelAfterPastDueDays": 5 }),
+        )
+        .await;
+        let customer = s.create_customer("acme").await;
+        let plan = s.create_plan(flat_plan("basic", "100.00", 0)).await;
+        let sub = s
+            .subscribe(json!({ "customerId": customer, "planId": plan }))
+            .await;
+        // Due Jan 11: PAST_DUE then; still unpaid five days later: canceled as of Jan 16.
+        s.advance("2026-01-12T00:00:00Z").await;
+        assert_eq!(s.subscription(&sub).await["status"], "PAST_DUE");
+        s.advance("2026-01-15T23:59:59Z").await;
+        assert_eq!(
+            s.subscription(&sub).await["status"],
+            "PAST_DUE",
+            "not before the limit"
+        );
+        s.advance("2026-01-20T00:00:00Z").await;
+        let state = s.subscription(&sub).await;
+        assert_eq!(state["status"], "CANCELED");
+        assert_instant(&state["canceledAt"], "2026-01-16T00:00:00");
+        // No credit for the unpaid, unused days: no final invoice here.
+        assert_eq!(s.invoices(&sub).await.len(), 1);
+        s.advance("2026-03-01T00:00:00Z").await;
+        assert_eq!(
+            s.invoices(&sub).await.len(),
+            1,
+            "nothing billed after cancellation"
+        );
+        s.finish().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paying_before_the_limit_keeps_the_subscription() {
+    for env in TestEnv::all().await {
+        let s = Scenario::start(
+            env,
+            json!({ "testClockStart": JAN_1, "netTermsDays": 10, "cancelAfterPastDueDays": 5 }),
+        )
+        .await;
+        let customer = s.create_customer("acme").await;
+        let plan = s.create_plan(flat_plan("basic", "100.00", 0)).await;
+        let sub = s
+            .subscribe(json!({ "customerId": customer, "planId": plan }))
+            .await;
+        s.advance("2026-01-12T00:00:00Z").await;
+        let id = s.invoices(&sub).await[0]["id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        s.gql(
+            "mutation($id: ID!) { markInvoicePaid(id: $id) { status } }",
+            json!({ "id": id }),
+        )
+        .await;
+        s.advance("2026-01-20T00:00:00Z").await;
+        assert_eq!(s.subscription(&sub).await["status"], "ACTIVE");
+        s.finish().await;
+    }
+}

@@ -138,6 +138,17 @@ impl Job {
     pub fn invoice_overdue(org: &str, invoice: &str, due_at: DateTime<Utc>) -> Job {
         Job::new(JobKind::InvoiceOverdue, org, invoice, "overdue", due_at)
     }
+
+    /// Cancelling the subscription of an invoice still unpaid at `at`
+    /// (the organization's `cancelAfterPastDueDays` after it went overdue).
+    pub fn past_due_cancellation(org: &str, invoice: &str, at: DateTime<Utc>) -> Job {
+        Job::new(JobKind::InvoiceOverdue, org, invoice, "cancel", at)
+    }
+
+    /// Whether this overdue-queue job is the cancellation one.
+    pub fn is_past_due_cancellation(&self) -> bool {
+        self.kind == JobKind::InvoiceOverdue && self.key.ends_with(":cancel")
+    }
 }
 
 /// Keys carry instants in one fixed spelling so the same period always yields the same key.

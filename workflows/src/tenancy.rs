@@ -33,6 +33,8 @@ pub struct NewOrganization {
     pub net_terms_days: i32,
     pub grace_period_hours: i32,
     pub late_usage_window_days: i32,
+    /// Cancel a subscription this many days after it went PAST_DUE (`None`: never).
+    pub cancel_after_past_due_days: Option<i32>,
     pub test_clock_start: Option<DateTime<Utc>>,
 }
 
@@ -56,6 +58,13 @@ pub fn validate_organization(input: &NewOrganization) -> WorkflowResult<()> {
                 "{field} must not be negative, got {value}"
             )));
         }
+    }
+    if let Some(days) = input.cancel_after_past_due_days
+        && !(1..=3650).contains(&days)
+    {
+        return Err(WorkflowError::bad_input(format!(
+            "cancelAfterPastDueDays must be between 1 and 3650, got {days}"
+        )));
     }
     if input.late_usage_window_days > 3650 || input.net_terms_days > 3650 {
         return Err(WorkflowError::bad_input(
@@ -83,7 +92,7 @@ pub async fn create_organization(
         net_terms_days: input.net_terms_days,
         grace_period_hours: input.grace_period_hours,
         late_usage_window_days: input.late_usage_window_days,
-        cancel_after_past_due_days: None,
+        cancel_after_past_due_days: input.cancel_after_past_due_days,
         invoice_prefix: "INV".into(),
         test_clock_time: input.test_clock_start.map(|t| t.trunc_subsecs(6)),
         test_clock_status: input.test_clock_start.map(|_| TestClockStatus::Ready),
@@ -243,6 +252,7 @@ mod tests {
             net_terms_days: 30,
             grace_period_hours: 0,
             late_usage_window_days: 35,
+            cancel_after_past_due_days: None,
             test_clock_start: None,
         }
     }

@@ -34,6 +34,10 @@ impl Organization {
     async fn late_usage_window_days(&self) -> i32 {
         self.0.late_usage_window_days
     }
+    /// Days a subscription may stay PAST_DUE before it is canceled (null: never).
+    async fn cancel_after_past_due_days(&self) -> Option<i32> {
+        self.0.cancel_after_past_due_days
+    }
     /// The organization's current time (its test clock when it has one).
     async fn now(&self, ctx: &Context<'_>) -> Instant {
         Instant(workflows::clock::org_now(
@@ -74,6 +78,8 @@ pub struct CreateOrganizationInput {
     pub grace_period_hours: Option<i32>,
     #[graphql(default_with = "Some(35)")]
     pub late_usage_window_days: Option<i32>,
+    /// Cancel a subscription this many days after it went PAST_DUE (unset: never).
+    pub cancel_after_past_due_days: Option<i32>,
     /// Freeze this organization's clock at the given instant; only advanceTestClock moves it.
     pub test_clock_start: Option<Instant>,
 }
@@ -142,6 +148,7 @@ impl OrganizationMutation {
             net_terms_days: input.net_terms_days.unwrap_or(30),
             grace_period_hours: input.grace_period_hours.unwrap_or(0),
             late_usage_window_days: input.late_usage_window_days.unwrap_or(35),
+            cancel_after_past_due_days: input.cancel_after_past_due_days,
             test_clock_start: input.test_clock_start.map(|t| t.0),
         };
         let st = state(ctx);
