@@ -1,7 +1,9 @@
 # Makes sure PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) answer.
 # Sourced by scripts/test and .ci/run. Uses running servers when there are
-# some, starts installed ones when they are stopped, and (with
-# VALORA_INSTALL_SERVICES=1, as root) installs them with apt-get.
+# some, starts installed ones when they are stopped, and installs what is
+# missing with apt-get when running as root (VALORA_INSTALL_SERVICES=0 to
+# forbid that). Also gets the browser test's tools: Debian's chromium and
+# playwright-core (npm ci in tests/browser).
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; }
 redis_up() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; }
@@ -12,8 +14,9 @@ wait_for() { # name check-function
 }
 
 install_packages() {
-  [ "${VALORA_INSTALL_SERVICES:-0}" = "1" ] || return 1
+  [ "${VALORA_INSTALL_SERVICES:-1}" = "1" ] || return 1
   [ "$(id -u)" = "0" ] || { echo "services: need root to install $*" >&2; return 1; }
+  command -v apt-get >/dev/null 2>&1 || { echo "services: no apt-get to install $*" >&2; return 1; }
   echo "services: installing $* with apt-get"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "$@" >/dev/null
@@ -50,9 +53,18 @@ start_redis() {
   wait_for Redis redis_up
 }
 
+ensure_browser_tools() {
+  [ -x /usr/bin/chromium ] || install_packages chromium \
+    || { echo "services: chromium is missing (browser test)" >&2; return 1; }
+  command -v npm >/dev/null 2>&1 || install_packages nodejs npm \
+    || { echo "services: node/npm are missing (browser test)" >&2; return 1; }
+  [ -d tests/browser/node_modules/playwright-core ] \
+    || (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 ensure_services() {
   command -v pg_isready >/dev/null 2>&1 || command -v psql >/dev/null 2>&1 \
     || install_packages postgresql-client || true
   command -v redis-cli >/dev/null 2>&1 || install_packages redis-tools || true
-  start_postgres && start_redis
+  start_postgres && start_redis && ensure_browser_tools
 }

@@ -6,6 +6,7 @@
 pub mod demo;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
 pub mod secret;
 pub mod server;
 pub mod state;

@@ -3,6 +3,9 @@
 mod graphql;
 mod health;
 mod metrics;
+pub mod ops;
+
+pub use graphql::{GRAPHQL_REQUEST_DURATION_SECONDS, GRAPHQL_REQUESTS_TOTAL};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -25,6 +28,7 @@ pub fn router(state: AppState, schema: ValoraSchema) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/ops", get(ops::page))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
