@@ -473,40 +473,16 @@ pub async fn upcoming<C: ConnectionTrait>(
         return Ok(None);
     }
     let currency = currency_of(&org.currency)?;
-    let (terms, meters) = terms(db, org, &sub).await?;
-    let invoices = invoice::Entity::find()
-        .filter(invoice::Column::OrganizationId.eq(&org.id))
-        .filter(invoice::Column::SubscriptionId.eq(&sub.id))
-        .all(db)
-        .await?;
-    let billed: Vec<billing::BilledLine> =
-        lines_of(db, &org.id, invoices.iter().map(|i| i.id.clone()).collect())
-            .await?
-            .into_values()
-            .flatten()
-            .map(|l| billing::BilledLine::from(&billing_line(currency, &l)))
-            .collect();
     let core_error = |e: billing::InvoiceError| WorkflowError::Internal(e.to_string());
     let mut lines = if sub.status == SubscriptionStatus::Trialing {
+        let (terms, _) = terms(db, org, &sub).await?;
+        let billed = crate::lifecycle::inputs::billed_lines(db, org, &sub.id, None).await?;
         billing::first_invoice(&terms, &billed, currency).map_err(core_error)?
     } else {
         let n = u32::try_from(sub.period_index)
             .map_err(|_| WorkflowError::Internal("negative period index".into()))?;
-        let period = terms
-            .schedule
-            .period(n)
-            .map_err(|e| WorkflowError::Internal(e.to_string()))?;
-        let cutoff = period.end - chrono::Duration::days(i64::from(org.late_usage_window_days));
-        let complete_from = match terms
-            .schedule
-            .period_containing(cutoff)
-            .map_err(|e| WorkflowError::Internal(e.to_string()))?
-        {
-            Some((_, p)) => p.start,
-            None => terms.schedule.start,
-        };
-        let usage = load_usage(db, &org.id, &sub.customer_id, meters, complete_from).await?;
-        billing::close_period(&terms, n, &usage, &billed, currency).map_err(core_error)?
+        // Exactly what the period-close step will compute.
+        crate::lifecycle::inputs::period_close_lines(db, org, &sub, n, None).await?
     };
     // Pending proration lines wait for the next periodic invoice.
     for item in pending_invoice_item::Entity::find()

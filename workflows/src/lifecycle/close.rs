@@ -24,7 +24,7 @@ use crate::audit::{self, AuditEntry, snapshot};
 use crate::clock::{Clock, org_now};
 use crate::error::WorkflowError;
 use crate::jobs::{Job, record_in_outbox};
-use crate::lifecycle::start::organization_of;
+use crate::lifecycle::start::{ensure_first_invoice, organization_of};
 use crate::lifecycle::{actor, commit_step, draft, inputs, lock, not_due};
 use crate::steps::{StepError, StepOutcome};
 
@@ -58,6 +58,12 @@ pub async fn run(
     let actor = actor(job);
     let currency = inputs::currency(&org)?;
 
+    // Period 0 may close before the start step ran (a back-dated start, a
+    // catch-up race): the first invoice is written here then, identically.
+    let first = match n {
+        0 => ensure_first_invoice(&txn, &org, &sub, now).await?,
+        _ => None,
+    };
     let mut lines = inputs::period_close_lines(&txn, &org, &sub, n, None).await?;
     let pending = inputs::pending_items(&txn, &sub.id).await?;
     lines.extend(
@@ -111,6 +117,9 @@ pub async fn run(
         record_in_outbox(&txn, &next, now).await?;
     }
     // The audit chain is appended last (it serializes the organization's writers).
+    if let Some(first) = &first {
+        audit::append(&txn, &org.id, &actor, draft::audited(first), now).await?;
+    }
     if let Some(invoice) = &invoice {
         audit::append(&txn, &org.id, &actor, draft::audited(invoice), now).await?;
     }

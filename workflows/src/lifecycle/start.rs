@@ -55,32 +55,13 @@ pub async fn run(
         }
     };
 
-    // A redelivery after the first invoice was written must not recompute it:
-    // later changes (prorations) would make the diff look like new work.
-    if first_invoice_written(&txn, &org, &sub).await? {
-        let why = "first invoice already written".to_string();
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
-    }
-    let (terms, _) = crate::subscriptions::terms(&txn, &org, &sub).await?;
-    let billed = inputs::billed_lines(&txn, &org, &sub.id, None).await?;
-    let lines = billing::first_invoice(&terms, &billed, inputs::currency(&org)?)?;
-    let first_period = terms
+    let invoice = ensure_first_invoice(&txn, &org, &sub, now).await?;
+    let first_period = crate::subscriptions::terms(&txn, &org, &sub)
+        .await?
+        .0
         .schedule
         .period(0)
         .map_err(|e| WorkflowError::Internal(e.to_string()))?;
-    let invoice = draft::write(
-        &txn,
-        draft::Draft {
-            org: &org,
-            sub: &sub,
-            kind: InvoiceKind::First,
-            billing_key: draft::first_key(&sub.id),
-            lines,
-            boundary: first_period.start,
-            now,
-        },
-    )
-    .await?;
     // Catching up (worker down, test clock jumped): the next step is due already.
     if first_period.end <= now {
         let close = Job::period_close(&org.id, &sub.id, first_period.start, first_period.end);
@@ -100,21 +81,58 @@ pub async fn run(
     if let Some(invoice) = &invoice {
         audit::append(&txn, &org.id, &actor, draft::audited(invoice), now).await?;
     }
-    commit_step(txn, job, now, StepOutcome::Done).await
+    let outcome = if invoice.is_none() && !activated {
+        StepOutcome::Skipped("first invoice already written, or nothing to bill".into())
+    } else {
+        StepOutcome::Done
+    };
+    commit_step(txn, job, now, outcome).await
 }
 
-async fn first_invoice_written<C: sea_orm::ConnectionTrait>(
+/// Writes the subscription's first invoice (period 0's IN_ADVANCE fees) unless
+/// it exists. The start step and the close of period 0 both call it, so the
+/// same invoice appears whichever runs first (a back-dated start, or a catch-up
+/// where the close won the race). It bills the terms in force at the start:
+/// later changes are prorated by their own step.
+pub(crate) async fn ensure_first_invoice<C: sea_orm::ConnectionTrait>(
     txn: &C,
     org: &organization::Model,
     sub: &subscription::Model,
-) -> Result<bool, StepError> {
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<entity::invoice::Model>, StepError> {
     use sea_orm::PaginatorTrait;
     let written = entity::invoice::Entity::find()
         .filter(entity::invoice::Column::OrganizationId.eq(&org.id))
         .filter(entity::invoice::Column::BillingKey.eq(draft::first_key(&sub.id)))
         .count(txn)
         .await?;
-    Ok(written > 0)
+    if written > 0 {
+        return Ok(None);
+    }
+    let (terms, _) = crate::subscriptions::terms(txn, org, sub).await?;
+    let at_start = billing::SubscriptionTerms {
+        phases: terms.phases.iter().take(1).cloned().collect(),
+        ..terms.clone()
+    };
+    let billed = inputs::billed_lines(txn, org, &sub.id, None).await?;
+    let lines = billing::first_invoice(&at_start, &billed, inputs::currency(org)?)?;
+    let first_period = terms
+        .schedule
+        .period(0)
+        .map_err(|e| WorkflowError::Internal(e.to_string()))?;
+    Ok(draft::write(
+        txn,
+        draft::Draft {
+            org,
+            sub,
+            kind: InvoiceKind::First,
+            billing_key: draft::first_key(&sub.id),
+            lines,
+            boundary: first_period.start,
+            now,
+        },
+    )
+    .await?)
 }
 
 /// TRIALING → ACTIVE with period 0 as the current period.
