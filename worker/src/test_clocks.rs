@@ -18,15 +18,18 @@
 use chrono::{DateTime, Utc};
 use entity::{JobState, TestClockStatus, job_run, organization, outbox};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    IsolationLevel, PaginatorTrait, QueryFilter, TransactionTrait,
+};
 
 /// Marks READY every ADVANCING test clock whose due work is done; returns how many.
 ///
 /// `scanned` is the test-clock snapshot this tick's scans used: an
 /// organization whose clock moved since (an `advanceTestClock` landing
 /// mid-tick) is left for the next tick, whose scans see the new instant.
-pub async fn settle<C: ConnectionTrait>(
-    db: &C,
+pub async fn settle(
+    db: &DatabaseConnection,
     scans_deferred: bool,
     scanned: &[(String, DateTime<Utc>)],
 ) -> Result<u64, DbErr> {
@@ -48,7 +51,15 @@ pub async fn settle<C: ConnectionTrait>(
         {
             continue;
         }
-        if has_pending_work(db, &org.id, frozen).await? {
+        // Both counts from one snapshot: read one after the other, a job (or
+        // the relay) committing in between could hide work from both. A SQLite
+        // read transaction is one snapshot already; PostgreSQL needs REPEATABLE READ.
+        let level = (db.get_database_backend() == DbBackend::Postgres)
+            .then_some(IsolationLevel::RepeatableRead);
+        let snapshot = db.begin_with_config(level, None).await?;
+        let pending = has_pending_work(&snapshot, &org.id, frozen).await?;
+        snapshot.commit().await?;
+        if pending {
             continue;
         }
         let result = organization::Entity::update_many()
