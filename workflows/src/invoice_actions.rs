@@ -129,20 +129,16 @@ pub async fn lines_of<C: ConnectionTrait>(
     org: &str,
     invoice_ids: Vec<String>,
 ) -> WorkflowResult<HashMap<String, Vec<invoice_line::Model>>> {
-    let mut out: HashMap<String, Vec<invoice_line::Model>> = HashMap::new();
     if invoice_ids.is_empty() {
-        return Ok(out);
+        return Ok(HashMap::new());
     }
-    for line in invoice_line::Entity::find()
+    let lines = invoice_line::Entity::find()
         .filter(invoice_line::Column::OrganizationId.eq(org))
         .filter(invoice_line::Column::InvoiceId.is_in(invoice_ids))
         .order_by_asc(invoice_line::Column::Position)
         .all(db)
-        .await?
-    {
-        out.entry(line.invoice_id.clone()).or_default().push(line);
-    }
-    Ok(out)
+        .await?;
+    Ok(pagination::group_by_parent(lines, |l| Some(&l.invoice_id)))
 }
 
 /// Invoices of these subscriptions, grouped by subscription.
@@ -151,22 +147,18 @@ pub async fn invoices_of_subscriptions<C: ConnectionTrait>(
     org: &str,
     subscription_ids: Vec<String>,
 ) -> WorkflowResult<HashMap<String, Vec<invoice::Model>>> {
-    let mut out: HashMap<String, Vec<invoice::Model>> = HashMap::new();
     if subscription_ids.is_empty() {
-        return Ok(out);
+        return Ok(HashMap::new());
     }
-    for inv in invoice::Entity::find()
+    let invoices = invoice::Entity::find()
         .filter(invoice::Column::OrganizationId.eq(org))
         .filter(invoice::Column::SubscriptionId.is_in(subscription_ids))
         .order_by_asc(invoice::Column::Id)
         .all(db)
-        .await?
-    {
-        if let Some(s) = inv.subscription_id.clone() {
-            out.entry(s).or_default().push(inv);
-        }
-    }
-    Ok(out)
+        .await?;
+    Ok(pagination::group_by_parent(invoices, |i| {
+        i.subscription_id.as_deref()
+    }))
 }
 
 fn illegal(invoice: &invoice::Model, action: &str, allowed: &str) -> WorkflowError {

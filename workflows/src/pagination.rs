@@ -45,3 +45,18 @@ where
         total,
     })
 }
+
+/// Rows grouped by their parent's id, keeping their order: what a list field
+/// loads for a whole page with one `IN (…)` query.
+pub fn group_by_parent<T>(
+    rows: Vec<T>,
+    parent: impl Fn(&T) -> Option<&str>,
+) -> std::collections::HashMap<String, Vec<T>> {
+    let mut groups: std::collections::HashMap<String, Vec<T>> = Default::default();
+    for row in rows {
+        if let Some(id) = parent(&row) {
+            groups.entry(id.to_string()).or_default().push(row);
+        }
+    }
+    groups
+}

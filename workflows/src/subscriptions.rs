@@ -517,20 +517,18 @@ pub async fn subscriptions_of_customers<C: ConnectionTrait>(
     org: &str,
     customer_ids: Vec<String>,
 ) -> WorkflowResult<HashMap<String, Vec<subscription::Model>>> {
-    let mut out: HashMap<String, Vec<subscription::Model>> = HashMap::new();
     if customer_ids.is_empty() {
-        return Ok(out);
+        return Ok(HashMap::new());
     }
-    for sub in subscription::Entity::find()
+    let subscriptions = subscription::Entity::find()
         .filter(subscription::Column::OrganizationId.eq(org))
         .filter(subscription::Column::CustomerId.is_in(customer_ids))
         .order_by_asc(subscription::Column::Id)
         .all(db)
-        .await?
-    {
-        out.entry(sub.customer_id.clone()).or_default().push(sub);
-    }
-    Ok(out)
+        .await?;
+    Ok(crate::pagination::group_by_parent(subscriptions, |s| {
+        Some(&s.customer_id)
+    }))
 }
 
 /// Everything billing needs about a subscription: its schedule, its phases

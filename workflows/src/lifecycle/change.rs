@@ -25,9 +25,9 @@ use crate::error::WorkflowError;
 use crate::ids::new_id;
 use crate::invoice_actions::entity_line_kind;
 use crate::jobs::Job;
-use crate::lifecycle::start::organization_of;
 use crate::lifecycle::{actor, commit_step, draft, inputs, lock};
 use crate::steps::{StepError, StepOutcome};
+use crate::tenancy::load_org;
 
 /// The step of `proration` jobs.
 pub async fn run(
@@ -37,7 +37,7 @@ pub async fn run(
 ) -> Result<StepOutcome, StepError> {
     let txn = crate::txn::begin_write(db).await?;
     let sub = lock::subscription(&txn, &job.subject_id).await?;
-    let org = organization_of(&txn, &sub).await?;
+    let org = load_org(&txn, &sub.organization_id).await?;
     let now = org_now(&org, clock);
     let change_id = job
         .key

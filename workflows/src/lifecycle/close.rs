@@ -24,9 +24,10 @@ use crate::audit::{self, AuditEntry, snapshot};
 use crate::clock::{Clock, org_now};
 use crate::error::WorkflowError;
 use crate::jobs::{Job, record_in_outbox};
-use crate::lifecycle::start::{ensure_first_invoice, organization_of};
+use crate::lifecycle::start::ensure_first_invoice;
 use crate::lifecycle::{actor, commit_step, draft, inputs, lock, not_due};
 use crate::steps::{StepError, StepOutcome};
+use crate::tenancy::load_org;
 
 /// The step of `period_close` jobs.
 pub async fn run(
@@ -36,7 +37,7 @@ pub async fn run(
 ) -> Result<StepOutcome, StepError> {
     let txn = crate::txn::begin_write(db).await?;
     let sub = lock::subscription(&txn, &job.subject_id).await?;
-    let org = organization_of(&txn, &sub).await?;
+    let org = load_org(&txn, &sub.organization_id).await?;
     let now = org_now(&org, clock);
     let (Some(start), Some(end)) = (sub.current_period_start, sub.current_period_end) else {
         let why = format!("subscription is {} with no open period", sub.status);

@@ -7,15 +7,15 @@
 //! `dueAt`, `contentHash` (see [`crate::invoice_actions::finalize`]).
 
 use chrono::{DateTime, Utc};
-use entity::{InvoiceStatus, organization};
-use sea_orm::{DatabaseConnection, EntityTrait};
+use entity::InvoiceStatus;
+use sea_orm::DatabaseConnection;
 
 use crate::clock::{Clock, org_now};
-use crate::error::WorkflowError;
 use crate::invoice_actions::{billing_line, finalize, lines_of};
 use crate::jobs::Job;
 use crate::lifecycle::{actor, commit_step, draft, inputs, lock, not_due};
 use crate::steps::{StepError, StepOutcome};
+use crate::tenancy::load_org;
 
 /// The step of `invoice_finalize` jobs.
 pub async fn run(
@@ -25,10 +25,7 @@ pub async fn run(
 ) -> Result<StepOutcome, StepError> {
     let txn = crate::txn::begin_write(db).await?;
     let inv = lock::invoice(&txn, &job.subject_id).await?;
-    let org = organization::Entity::find_by_id(inv.organization_id.clone())
-        .one(&txn)
-        .await?
-        .ok_or(WorkflowError::NotFound("organization"))?;
+    let org = load_org(&txn, &inv.organization_id).await?;
     let now = org_now(&org, clock);
     if inv.status != InvoiceStatus::Draft {
         let why = format!("invoice is {}", inv.status);

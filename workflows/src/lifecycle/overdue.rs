@@ -26,6 +26,7 @@ use crate::ids::new_id;
 use crate::jobs::{Job, record_in_outbox};
 use crate::lifecycle::{actor, commit_step, lock, not_due};
 use crate::steps::{StepError, StepOutcome};
+use crate::tenancy::load_org;
 
 /// The step of `invoice_overdue` jobs.
 pub async fn run(
@@ -35,10 +36,7 @@ pub async fn run(
 ) -> Result<StepOutcome, StepError> {
     let txn = crate::txn::begin_write(db).await?;
     let inv = lock::invoice(&txn, &job.subject_id).await?;
-    let org = organization::Entity::find_by_id(inv.organization_id.clone())
-        .one(&txn)
-        .await?
-        .ok_or(WorkflowError::NotFound("organization"))?;
+    let org = load_org(&txn, &inv.organization_id).await?;
     let now = org_now(&org, clock);
     if inv.status != InvoiceStatus::Open {
         let why = format!("invoice is {}", inv.status);

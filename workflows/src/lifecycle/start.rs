@@ -15,6 +15,7 @@ use crate::error::WorkflowError;
 use crate::jobs::{Job, JobKind, record_in_outbox};
 use crate::lifecycle::{actor, commit_step, draft, inputs, lock, not_due};
 use crate::steps::{StepError, StepOutcome};
+use crate::tenancy::load_org;
 
 /// The step of `subscription_start` and `trial_expiry` jobs.
 pub async fn run(
@@ -24,7 +25,7 @@ pub async fn run(
 ) -> Result<StepOutcome, StepError> {
     let txn = crate::txn::begin_write(db).await?;
     let sub = lock::subscription(&txn, &job.subject_id).await?;
-    let org = organization_of(&txn, &sub).await?;
+    let org = load_org(&txn, &sub.organization_id).await?;
     let now = org_now(&org, clock);
     let actor = actor(job);
 
@@ -179,17 +180,4 @@ async fn activate<C: sea_orm::ConnectionTrait>(
         .one(txn)
         .await?
         .ok_or(WorkflowError::NotFound("subscription"))?)
-}
-
-/// The subscription's organization (steps get ids, not tenants).
-pub(crate) async fn organization_of<C: sea_orm::ConnectionTrait>(
-    txn: &C,
-    sub: &subscription::Model,
-) -> Result<organization::Model, StepError> {
-    Ok(
-        organization::Entity::find_by_id(sub.organization_id.clone())
-            .one(txn)
-            .await?
-            .ok_or(WorkflowError::NotFound("organization"))?,
-    )
 }
