@@ -16,6 +16,8 @@ pub const SCHEDULER_RUNLOOP_LAG_SECONDS: &str = "valora_scheduler_runloop_lag_se
 pub const JOBS_TOTAL: &str = "valora_jobs_total";
 pub const JOB_DURATION_SECONDS: &str = "valora_job_duration_seconds";
 pub const QUEUE_DEPTH: &str = "valora_queue_depth";
+/// Invoices by status, across organizations (a gauge, recounted by the sweeper).
+pub const INVOICES: &str = "valora_invoices";
 pub const OUTBOX_RELAYED_TOTAL: &str = "valora_outbox_relayed_total";
 /// Jobs pushed to a queue, by source (`relay`, `sweep`, `retry`, `requeue`, `ops`).
 pub const JOBS_ENQUEUED_TOTAL: &str = "valora_jobs_enqueued_total";
@@ -32,7 +34,7 @@ pub const SCHEDULER_METRICS: [&str; 7] = [
 ];
 
 /// Every series the job machinery emits.
-pub const ALL_METRICS: [&str; 12] = [
+pub const ALL_METRICS: [&str; 13] = [
     SCHEDULER_JOB_RUNS_TOTAL,
     SCHEDULER_JOB_DURATION_SECONDS,
     SCHEDULER_JOB_TIMEOUTS_TOTAL,
@@ -43,6 +45,7 @@ pub const ALL_METRICS: [&str; 12] = [
     JOBS_TOTAL,
     JOB_DURATION_SECONDS,
     QUEUE_DEPTH,
+    INVOICES,
     OUTBOX_RELAYED_TOTAL,
     JOBS_ENQUEUED_TOTAL,
 ];
@@ -91,6 +94,10 @@ pub fn outbox_relayed(rows: u64) {
 pub fn queue_depth(kind: &str, state: &str, count: u64) {
     metrics::gauge!(QUEUE_DEPTH, "kind" => kind.to_string(), "state" => state.to_string())
         .set(count as f64);
+}
+
+pub fn invoices(status: &str, count: u64) {
+    metrics::gauge!(INVOICES, "status" => status.to_string()).set(count as f64);
 }
 
 /// Registers every per-job scheduler series with zero, so all exist after one tick.

@@ -55,11 +55,15 @@ use crate::test_clocks;
 pub struct Sweeper {
     cursors: HashMap<(&'static str, String), (DateTime<Utc>, String)>,
     last_vacuum: Option<Instant>,
+    last_invoice_count: Option<Instant>,
 }
 
 /// How often finished queue messages are deleted, and how old they must be.
 const VACUUM_EVERY: Duration = Duration::from_secs(600);
 const VACUUM_OLDER_THAN: Duration = Duration::from_secs(3600);
+/// How often `valora_invoices{status}` is recounted: a count over every
+/// invoice is not free, and a scrape every 15 s needs nothing fresher.
+const INVOICE_COUNT_EVERY: Duration = Duration::from_secs(5);
 
 /// What one tick did (tests and logs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -207,6 +211,13 @@ impl Sweeper {
             metrics::batch_deferred(job, "batch_full", deferred);
         }
         update_queue_depth(rt).await?;
+        if self
+            .last_invoice_count
+            .is_none_or(|at| at.elapsed() >= INVOICE_COUNT_EVERY)
+        {
+            self.last_invoice_count = Some(Instant::now());
+            update_invoice_counts(rt).await?;
+        }
         let deferred = report.deferred.values().any(|n| *n > 0);
         let settled = test_clocks::settle(&rt.db, deferred, &clocks.test_clocks).await?;
         if settled > 0 {
@@ -385,6 +396,27 @@ pub async fn update_queue_depth(rt: &Runtime) -> Result<(), DbErr> {
                 .map_or(0, |(_, _, n)| *n);
             metrics::queue_depth(kind.as_str(), &state.to_string(), n.max(0) as u64);
         }
+    }
+    Ok(())
+}
+
+/// Sets `valora_invoices{status}`: invoices of every organization by status
+/// (zero for statuses with none, so a panel never shows a gap).
+pub async fn update_invoice_counts(rt: &Runtime) -> Result<(), DbErr> {
+    let counts: Vec<(InvoiceStatus, i64)> = invoice::Entity::find()
+        .select_only()
+        .column(invoice::Column::Status)
+        .column_as(invoice::Column::Id.count(), "n")
+        .group_by(invoice::Column::Status)
+        .into_tuple()
+        .all(&rt.db)
+        .await?;
+    for status in <InvoiceStatus as sea_orm::Iterable>::iter() {
+        let n = counts
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n);
+        metrics::invoices(&status.to_string(), n.max(0) as u64);
     }
     Ok(())
 }

@@ -4,8 +4,10 @@
 //! caller) and handed to the resolvers as request data, with a fresh
 //! per-request batch-loading cache. Each request runs in a `graphql` span
 //! (operation name, organization) and is counted in
-//! `valora_graphql_requests_total{outcome}` and timed in
-//! `valora_graphql_request_duration_seconds`. Secrets are never logged.
+//! `valora_graphql_requests_total{operation, outcome}` and timed in
+//! `valora_graphql_request_duration_seconds{operation}`, where `operation` is
+//! the root field called (see [`super::operation`]). Secrets are never logged:
+//! the span carries the organization, never the key.
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
@@ -17,6 +19,7 @@ use tracing::Instrument;
 
 use crate::graphql::loaders::Loaders;
 use crate::graphql::{ValoraSchema, auth, error};
+use crate::http::operation::RootFields;
 use crate::state::AppState;
 
 pub const GRAPHQL_REQUESTS_TOTAL: &str = "valora_graphql_requests_total";
@@ -32,9 +35,11 @@ pub async fn execute(
         .get(AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default());
     let mut request = request.into_inner();
+    let operation = RootFields::valora().label(&request.query, request.operation_name.as_deref());
     let span = tracing::info_span!(
         "graphql",
-        operation = request.operation_name.as_deref().unwrap_or(""),
+        operation = operation.as_str(),
+        operation_name = request.operation_name.as_deref().unwrap_or(""),
         org = tracing::field::Empty,
     );
     let mut response = async {
@@ -61,7 +66,7 @@ pub async fn execute(
             }
         }
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
     error::tag_uncoded(&mut response);
     let outcome = if response.errors.is_empty() {
@@ -69,8 +74,27 @@ pub async fn execute(
     } else {
         "error"
     };
-    metrics::counter!(GRAPHQL_REQUESTS_TOTAL, "outcome" => outcome).increment(1);
-    metrics::histogram!(GRAPHQL_REQUEST_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    span.in_scope(|| {
+        // One access-log line per request: what was called and how it ended,
+        // never the variables or the Authorization header.
+        let code = response
+            .errors
+            .first()
+            .and_then(|e| e.extensions.as_ref())
+            .and_then(|x| x.get("code"))
+            .map(|c| c.to_string());
+        tracing::info!(
+            outcome,
+            code = code.as_deref().unwrap_or(""),
+            ms = elapsed.as_millis() as u64,
+            "graphql request"
+        );
+    });
+    metrics::histogram!(GRAPHQL_REQUEST_DURATION_SECONDS, "operation" => operation.clone())
+        .record(elapsed.as_secs_f64());
+    metrics::counter!(GRAPHQL_REQUESTS_TOTAL, "operation" => operation, "outcome" => outcome)
+        .increment(1);
     response.into()
 }
 

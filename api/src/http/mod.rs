@@ -3,6 +3,7 @@
 mod graphql;
 mod health;
 mod metrics;
+pub mod operation;
 pub mod ops;
 
 pub use graphql::{GRAPHQL_REQUEST_DURATION_SECONDS, GRAPHQL_REQUESTS_TOTAL};
