@@ -50,7 +50,7 @@ pub async fn run(
         .ok_or(WorkflowError::NotFound("subscription change"))?;
     if already_prorated(&txn, &org, &change).await? {
         let why = "change already prorated".to_string();
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
     }
     let behavior = change
         .proration_behavior
@@ -111,7 +111,7 @@ pub async fn run(
         if let Some(invoice) = &invoice {
             audit::append(&txn, &org.id, &actor, draft::audited(invoice), now).await?;
         }
-        return commit_step(txn, job, now, StepOutcome::Done).await;
+        return commit_step(txn, job, clock, StepOutcome::Done).await;
     }
 
     // The terms before the change: the phase in force just before it, carried on.
@@ -122,7 +122,7 @@ pub async fn run(
         .find(|p| p.from < change.effective_at)
     else {
         let why = "change effective before billing started".to_string();
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
     };
     let before = terms.with_phase(billing::Phase {
         from: change.effective_at,
@@ -153,7 +153,7 @@ pub async fn run(
             }
         }
     }
-    commit_step(txn, job, now, StepOutcome::Done).await
+    commit_step(txn, job, clock, StepOutcome::Done).await
 }
 
 /// Lines of `change` already written, as pending items or on an invoice.

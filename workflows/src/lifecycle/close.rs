@@ -41,7 +41,7 @@ pub async fn run(
     let now = org_now(&org, clock);
     let (Some(start), Some(end)) = (sub.current_period_start, sub.current_period_end) else {
         let why = format!("subscription is {} with no open period", sub.status);
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
     };
     let open = matches!(
         sub.status,
@@ -49,7 +49,7 @@ pub async fn run(
     );
     if !open || job.key != Job::period_close(&org.id, &sub.id, start, end).key {
         let why = format!("period already closed (subscription is {})", sub.status);
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
     }
     if now < end {
         return Err(not_due("period end", end, now));
@@ -136,7 +136,7 @@ pub async fn run(
         after: snapshot(&after),
     };
     audit::append(&txn, &org.id, &actor, entry, now).await?;
-    commit_step(txn, job, now, StepOutcome::Done).await
+    commit_step(txn, job, clock, StepOutcome::Done).await
 }
 
 /// Cancel-at-period-end reached: CANCELED at the period end.

@@ -29,7 +29,7 @@ pub async fn run(
     let now = org_now(&org, clock);
     if inv.status != InvoiceStatus::Draft {
         let why = format!("invoice is {}", inv.status);
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
     }
     if let Some(due) = inv.finalize_at
         && now < due
@@ -63,7 +63,7 @@ pub async fn run(
     // aside, the invoice (finalizedAt, dueAt) does not depend on worker speed.
     let at = inv.finalize_at.unwrap_or(now);
     finalize(&txn, &org, &inv.id, at, &actor(job)).await?;
-    commit_step(txn, job, now, StepOutcome::Done).await
+    commit_step(txn, job, clock, StepOutcome::Done).await
 }
 
 /// The start of the period a periodic draft closed, from its billing key.

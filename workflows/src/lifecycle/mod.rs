@@ -31,6 +31,7 @@ pub mod start;
 use chrono::{DateTime, Utc};
 use sea_orm::DatabaseTransaction;
 
+use crate::clock::Clock;
 use crate::error::WorkflowError;
 use crate::jobs::Job;
 use crate::steps::{StepError, StepOutcome, mark_succeeded};
@@ -42,13 +43,16 @@ pub fn actor(job: &Job) -> String {
 
 /// Commits a step's effect together with its SUCCEEDED ledger row, or rolls
 /// everything back when another delivery already finished the job.
+///
+/// The ledger row records when the job really finished (the worker's clock),
+/// not the instant the step acted as of: operators read it.
 pub(crate) async fn commit_step(
     txn: DatabaseTransaction,
     job: &Job,
-    now: DateTime<Utc>,
+    clock: &dyn Clock,
     outcome: StepOutcome,
 ) -> Result<StepOutcome, StepError> {
-    if mark_succeeded(&txn, &job.key, now).await? {
+    if mark_succeeded(&txn, &job.key, clock.now()).await? {
         txn.commit().await?;
         Ok(outcome)
     } else {

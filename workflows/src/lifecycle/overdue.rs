@@ -40,34 +40,34 @@ pub async fn run(
     let now = org_now(&org, clock);
     if inv.status != InvoiceStatus::Open {
         let why = format!("invoice is {}", inv.status);
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
     }
     let Some(due_at) = inv.due_at else {
         let why = "invoice has no due date".to_string();
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
     };
     if now < due_at {
         return Err(not_due("invoice", due_at, now));
     }
     let Some(sub_id) = &inv.subscription_id else {
         let why = "invoice has no subscription".to_string();
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
     };
     let sub = lock::subscription(&txn, sub_id).await?;
     if job.is_past_due_cancellation() {
         if sub.status != SubscriptionStatus::PastDue {
             let why = format!("subscription is {}", sub.status);
-            return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+            return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
         }
         if now < job.run_at {
             return Err(not_due("past-due cancellation", job.run_at, now));
         }
         cancel_unpaid(&txn, &org, &sub, job.run_at, &actor(job)).await?;
-        return commit_step(txn, job, now, StepOutcome::Done).await;
+        return commit_step(txn, job, clock, StepOutcome::Done).await;
     }
     if sub.status != SubscriptionStatus::Active {
         let why = format!("subscription is {}", sub.status);
-        return commit_step(txn, job, now, StepOutcome::Skipped(why)).await;
+        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
     }
     subscription::Entity::update_many()
         .col_expr(
@@ -106,7 +106,7 @@ pub async fn run(
         now,
     )
     .await?;
-    commit_step(txn, job, now, StepOutcome::Done).await
+    commit_step(txn, job, clock, StepOutcome::Done).await
 }
 
 /// PAST_DUE → CANCELED at `at`, recorded as an immediate cancel without

@@ -49,7 +49,7 @@ pub async fn run(
             return commit_step(
                 txn,
                 job,
-                now,
+                clock,
                 StepOutcome::Skipped(format!("subscription is {status}")),
             )
             .await;
@@ -87,7 +87,7 @@ pub async fn run(
     } else {
         StepOutcome::Done
     };
-    commit_step(txn, job, now, outcome).await
+    commit_step(txn, job, clock, outcome).await
 }
 
 /// Writes the subscription's first invoice (period 0's IN_ADVANCE fees) unless
