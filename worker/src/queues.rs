@@ -74,6 +74,7 @@ impl Queues {
                     .map(|kind| {
                         let cfg = apalis_redis::Config::default()
                             .queue(queue_name(&prefix, kind))
+                            .batch_size(config.jobs.queue_batch)
                             .heartbeat_interval(HEARTBEAT);
                         (kind, RedisStorage::new(conn.clone()).with_config(cfg))
                     })
@@ -90,6 +91,7 @@ impl Queues {
                     .map(|kind| {
                         let cfg = apalis_sqlite::Config::default()
                             .queue(queue_name(&prefix, kind))
+                            .batch_size(config.jobs.queue_batch)
                             .heartbeat_interval(HEARTBEAT);
                         (kind, SqliteStorage::new(&pool).with_config(cfg))
                     })

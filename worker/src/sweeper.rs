@@ -56,6 +56,7 @@ pub struct Sweeper {
     cursors: HashMap<(&'static str, String), (DateTime<Utc>, String)>,
     last_vacuum: Option<Instant>,
     last_invoice_count: Option<Instant>,
+    last_queue_depth: Option<Instant>,
 }
 
 /// How often finished queue messages are deleted, and how old they must be.
@@ -64,6 +65,9 @@ const VACUUM_OLDER_THAN: Duration = Duration::from_secs(3600);
 /// How often `valora_invoices{status}` is recounted: a count over every
 /// invoice is not free, and a scrape every 15 s needs nothing fresher.
 const INVOICE_COUNT_EVERY: Duration = Duration::from_secs(5);
+/// How often `valora_queue_depth` is recounted while ticks follow each other
+/// back to back (draining a backlog).
+const QUEUE_DEPTH_EVERY: Duration = Duration::from_millis(500);
 
 /// What one tick did (tests and logs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -210,7 +214,13 @@ impl Sweeper {
             metrics::batch_processed(job, resource, processed);
             metrics::batch_deferred(job, "batch_full", deferred);
         }
-        update_queue_depth(rt).await?;
+        if self
+            .last_queue_depth
+            .is_none_or(|at| at.elapsed() >= QUEUE_DEPTH_EVERY)
+        {
+            self.last_queue_depth = Some(Instant::now());
+            update_queue_depth(rt).await?;
+        }
         if self
             .last_invoice_count
             .is_none_or(|at| at.elapsed() >= INVOICE_COUNT_EVERY)
@@ -422,7 +432,10 @@ pub async fn update_invoice_counts(rt: &Runtime) -> Result<(), DbErr> {
 }
 
 /// Runs ticks every `interval` until `stop` fires; records the run-loop lag
-/// (how late each tick started against its schedule).
+/// (how late each tick started against its schedule). A tick that left rows
+/// for later (a full batch) is followed at once by the next, so a backlog —
+/// the 1st of the month — drains at the speed of the database, not one batch
+/// per interval.
 pub async fn run(
     rt: std::sync::Arc<Runtime>,
     interval: Duration,
@@ -433,12 +446,16 @@ pub async fn run(
     loop {
         let lag = Instant::now().saturating_duration_since(next);
         metrics::runloop_lag(lag.as_secs_f64());
-        if let Err(e) = sweeper.tick(&rt).await {
-            tracing::warn!(error = %e, "sweeper tick failed");
-        }
+        let backlog = match sweeper.tick(&rt).await {
+            Ok(report) => report.deferred.values().any(|n| *n > 0),
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeper tick failed");
+                false
+            }
+        };
         next += interval;
         let now = Instant::now();
-        if next < now {
+        if next < now || backlog {
             next = now;
         }
         tokio::select! {
