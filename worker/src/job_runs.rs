@@ -101,6 +101,36 @@ pub async fn take_push<C: ConnectionTrait>(
     Ok(result.rows_affected == 1)
 }
 
+/// Of `keys`, those whose job is known and needs no push: not QUEUED, or
+/// QUEUED with a push newer than `stale_before` — exactly the keys on which
+/// [`crate::runtime::Runtime::enqueue`] would do nothing. One query for a
+/// whole sweep batch, so a backlog does not cost a round trip per due row.
+pub async fn keys_needing_no_push<C: ConnectionTrait>(
+    db: &C,
+    keys: &[String],
+    stale_before: DateTime<Utc>,
+) -> Result<std::collections::HashSet<String>, DbErr> {
+    if keys.is_empty() {
+        return Ok(Default::default());
+    }
+    let needs_push = Condition::all()
+        .add(job_run::Column::State.eq(JobState::Queued))
+        .add(
+            Condition::any()
+                .add(job_run::Column::NextAttemptAt.is_null())
+                .add(job_run::Column::NextAttemptAt.lt(stale_before)),
+        );
+    let found: Vec<String> = job_run::Entity::find()
+        .select_only()
+        .column(job_run::Column::JobKey)
+        .filter(job_run::Column::JobKey.is_in(keys.iter().cloned()))
+        .filter(needs_push.not())
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(found.into_iter().collect())
+}
+
 /// FAILED and due → QUEUED (pushed now). Returns whether this caller won.
 pub async fn take_retry<C: ConnectionTrait>(
     db: &C,
