@@ -214,18 +214,10 @@ impl Sweeper {
             metrics::batch_processed(job, resource, processed);
             metrics::batch_deferred(job, "batch_full", deferred);
         }
-        if self
-            .last_queue_depth
-            .is_none_or(|at| at.elapsed() >= QUEUE_DEPTH_EVERY)
-        {
-            self.last_queue_depth = Some(Instant::now());
+        if once_every(&mut self.last_queue_depth, QUEUE_DEPTH_EVERY) {
             update_queue_depth(rt).await?;
         }
-        if self
-            .last_invoice_count
-            .is_none_or(|at| at.elapsed() >= INVOICE_COUNT_EVERY)
-        {
-            self.last_invoice_count = Some(Instant::now());
+        if once_every(&mut self.last_invoice_count, INVOICE_COUNT_EVERY) {
             update_invoice_counts(rt).await?;
         }
         let deferred = report.deferred.values().any(|n| *n > 0);
@@ -233,11 +225,7 @@ impl Sweeper {
         if settled > 0 {
             tracing::info!(settled, "test clocks settled (READY)");
         }
-        if self
-            .last_vacuum
-            .is_none_or(|at| at.elapsed() >= VACUUM_EVERY)
-        {
-            self.last_vacuum = Some(Instant::now());
+        if once_every(&mut self.last_vacuum, VACUUM_EVERY) {
             match rt.queues.vacuum(&rt.db, VACUUM_OLDER_THAN).await {
                 Ok(n) => tracing::debug!(deleted = n, "queue vacuum"),
                 Err(e) => tracing::warn!(error = %e, "queue vacuum failed"),
@@ -433,6 +421,16 @@ pub async fn update_invoice_counts(rt: &Runtime) -> Result<(), DbErr> {
         metrics::invoices(&status.to_string(), n.max(0) as u64);
     }
     Ok(())
+}
+
+/// True (and restarts the period) when `every` has passed since `last`, or
+/// on the first call: for the sweeper's periodic side jobs.
+fn once_every(last: &mut Option<Instant>, every: Duration) -> bool {
+    if last.is_some_and(|at| at.elapsed() < every) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
 }
 
 /// Runs ticks every `interval` until `stop` fires; records the run-loop lag
