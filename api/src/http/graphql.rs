@@ -10,7 +10,7 @@
 //! the span carries the organization, never the key.
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLResponse;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
@@ -25,16 +25,46 @@ use crate::state::AppState;
 pub const GRAPHQL_REQUESTS_TOTAL: &str = "valora_graphql_requests_total";
 pub const GRAPHQL_REQUEST_DURATION_SECONDS: &str = "valora_graphql_request_duration_seconds";
 
+/// The GraphQL request, its body read through axum's `Bytes` extractor so
+/// `DefaultBodyLimit` (`MAX_BODY_BYTES`) applies: an oversized body, with a
+/// Content-Length or chunked, is answered 413 before any of it is parsed.
+/// (async-graphql-axum's `GraphQLRequest` streams the body itself and never
+/// checks the limit.)
+pub struct LimitedGraphQLRequest(pub async_graphql::Request);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for LimitedGraphQLRequest {
+    type Rejection = axum::response::Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        async_graphql::http::receive_body(
+            content_type,
+            body.as_ref(),
+            async_graphql::http::MultipartOptions::default(),
+        )
+        .await
+        .map(LimitedGraphQLRequest)
+        .map_err(|e| async_graphql_axum::rejection::GraphQLRejection(e).into_response())
+    }
+}
+
 pub async fn execute(
     State(schema): State<ValoraSchema>,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    request: LimitedGraphQLRequest,
 ) -> GraphQLResponse {
     let started = std::time::Instant::now();
     let header = headers
         .get(AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default());
-    let mut request = request.into_inner();
+    let mut request = request.0;
     let operation = RootFields::valora().label(&request.query, request.operation_name.as_deref());
     let span = tracing::info_span!(
         "graphql",
