@@ -18,6 +18,7 @@ pub mod organization;
 pub mod pagination;
 pub mod scalars;
 pub mod subscriptions;
+pub mod text_guard;
 pub mod usage;
 
 use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder};
@@ -66,6 +67,7 @@ pub fn build(state: AppState) -> ValoraSchema {
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
+        .extension(text_guard::TextGuard)
         .finish()
 }
 
