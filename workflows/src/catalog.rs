@@ -22,6 +22,7 @@ use crate::audit::{self, AuditEntry, snapshot};
 use crate::clock::{Clock, org_now};
 use crate::error::{WorkflowError, WorkflowResult};
 use crate::ids::new_id;
+use crate::text::{MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, check_length, check_required};
 
 /// A meter to create.
 #[derive(Clone, Debug)]
@@ -168,15 +169,6 @@ fn spec_to_billing(label: String, spec: &PriceSpec) -> billing::Price {
     }
 }
 
-fn check_code(field: &str, code: &str) -> WorkflowResult<()> {
-    if code.trim().is_empty() || code.len() > 200 {
-        return Err(WorkflowError::bad_input(format!(
-            "{field} must be 1 to 200 characters"
-        )));
-    }
-    Ok(())
-}
-
 /// Creates a meter; its code is unique in the organization.
 pub async fn create_meter(
     db: &DatabaseConnection,
@@ -185,7 +177,11 @@ pub async fn create_meter(
     actor: &str,
     spec: MeterSpec,
 ) -> WorkflowResult<meter::Model> {
-    check_code("code", &spec.code)?;
+    check_required("code", &spec.code, MAX_NAME_CHARS)?;
+    check_length("name", &spec.name, MAX_NAME_CHARS)?;
+    if let Some(property) = &spec.unique_property {
+        check_length("uniqueProperty", property, MAX_NAME_CHARS)?;
+    }
     let unique_property = spec.unique_property.filter(|p| !p.is_empty());
     if spec.aggregation == Aggregation::UniqueCount && unique_property.is_none() {
         return Err(WorkflowError::bad_input(
@@ -245,12 +241,41 @@ pub async fn list_meters<C: ConnectionTrait>(
         .await?)
 }
 
+/// Every amount of a price must fit an invoice line at quantity 1: lines
+/// are stored as 64-bit minor units of the organization's currency, so a
+/// larger amount could be accepted here but never invoiced.
+fn check_amounts_fit(
+    currency: billing::Currency,
+    index: usize,
+    spec: &PriceSpec,
+) -> WorkflowResult<()> {
+    let mut amounts: Vec<(String, Decimal)> = Vec::new();
+    if let Some(unit) = spec.unit_amount {
+        amounts.push(("unitAmount".into(), unit));
+    }
+    for (position, tier) in spec.tiers.iter().flatten().enumerate() {
+        let number = position + 1;
+        amounts.push((format!("tier {number}: unitAmount"), tier.unit_amount));
+        amounts.push((format!("tier {number}: flatAmount"), tier.flat_amount));
+    }
+    for (field, amount) in amounts {
+        if currency.to_minor_units(currency.round(amount)).is_err() {
+            return Err(WorkflowError::bad_input(format!(
+                "price prices[{index}]: {field} {amount} is more than an invoice line can hold ({} {currency})",
+                currency.from_minor_units(i64::MAX)
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Validates prices and resolves their meters (by code, in `org`).
 async fn resolve_prices<C: ConnectionTrait>(
     db: &C,
-    org: &str,
+    org: &organization::Model,
     prices: &[PriceSpec],
 ) -> WorkflowResult<Vec<Option<meter::Model>>> {
+    let currency = billing::Currency::parse(&org.currency)?;
     if prices.is_empty() {
         return Err(WorkflowError::bad_input("a plan needs at least one price"));
     }
@@ -266,8 +291,16 @@ async fn resolve_prices<C: ConnectionTrait>(
                 "price prices[{index}]: at most 100 tiers"
             )));
         }
+        if let Some(description) = &spec.description {
+            check_length(
+                &format!("price prices[{index}]: description"),
+                description,
+                MAX_DESCRIPTION_CHARS,
+            )?;
+        }
+        check_amounts_fit(currency, index, spec)?;
     }
-    let meters: HashMap<String, meter::Model> = list_meters(db, org)
+    let meters: HashMap<String, meter::Model> = list_meters(db, &org.id)
         .await?
         .into_iter()
         .map(|m| (m.code.clone(), m))
@@ -279,7 +312,8 @@ async fn resolve_prices<C: ConnectionTrait>(
             None => Ok(None),
             Some(code) => meters.get(code).cloned().map(Some).ok_or_else(|| {
                 WorkflowError::bad_input(format!(
-                    "price prices[{index}]: unknown meter code {code:?}"
+                    "price prices[{index}]: unknown meter code {}",
+                    crate::text::quoted(code)
                 ))
             }),
         })
@@ -366,7 +400,8 @@ pub async fn create_plan(
     actor: &str,
     spec: PlanSpec,
 ) -> WorkflowResult<PlanView> {
-    check_code("code", &spec.code)?;
+    check_required("code", &spec.code, MAX_NAME_CHARS)?;
+    check_length("name", &spec.name, MAX_NAME_CHARS)?;
     if spec.interval_count < 1 || spec.interval_count > 1000 {
         return Err(WorkflowError::bad_input(format!(
             "intervalCount must be between 1 and 1000, got {}",
@@ -381,7 +416,7 @@ pub async fn create_plan(
     }
     let prices = normalize_prices(spec.prices);
     let txn = crate::txn::begin_write(db).await?;
-    let meters = resolve_prices(&txn, &org.id, &prices).await?;
+    let meters = resolve_prices(&txn, org, &prices).await?;
     let exists = plan::Entity::find()
         .filter(plan::Column::OrganizationId.eq(&org.id))
         .filter(plan::Column::Code.eq(&spec.code))
@@ -447,7 +482,7 @@ pub async fn create_plan_version(
         .one(&txn)
         .await?
         .ok_or(WorkflowError::NotFound("plan"))?;
-    let meters = resolve_prices(&txn, &org.id, &prices).await?;
+    let meters = resolve_prices(&txn, org, &prices).await?;
     if effective_from < now {
         return Err(WorkflowError::bad_input(format!(
             "effectiveFrom {effective_from} is in the past (now is {now})"

@@ -12,6 +12,7 @@ use crate::clock::{Clock, org_now};
 use crate::error::{WorkflowError, WorkflowResult};
 use crate::ids::new_id;
 use crate::pagination::{self, Page};
+use crate::text::{MAX_EMAIL_CHARS, MAX_NAME_CHARS, check_length, check_required, quoted};
 
 #[derive(Clone, Debug)]
 pub struct CustomerSpec {
@@ -27,17 +28,16 @@ pub async fn create_customer(
     actor: &str,
     spec: CustomerSpec,
 ) -> WorkflowResult<customer::Model> {
-    if spec.external_id.trim().is_empty() || spec.external_id.len() > 200 {
-        return Err(WorkflowError::bad_input(
-            "externalId must be 1 to 200 characters",
-        ));
-    }
-    if let Some(email) = &spec.email
-        && !email.contains('@')
-    {
-        return Err(WorkflowError::bad_input(format!(
-            "email {email:?} is not an email address"
-        )));
+    check_required("externalId", &spec.external_id, MAX_NAME_CHARS)?;
+    check_length("name", &spec.name, MAX_NAME_CHARS)?;
+    if let Some(email) = &spec.email {
+        check_length("email", email, MAX_EMAIL_CHARS)?;
+        if !email.contains('@') {
+            return Err(WorkflowError::bad_input(format!(
+                "email {} is not an email address",
+                quoted(email)
+            )));
+        }
     }
     let txn = crate::txn::begin_write(db).await?;
     let exists = customer::Entity::find()

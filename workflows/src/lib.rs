@@ -26,5 +26,6 @@ pub mod pagination;
 pub mod subscriptions;
 pub mod tenancy;
 pub mod test_clock;
+pub mod text;
 pub mod txn;
 pub mod usage;

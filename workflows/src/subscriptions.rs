@@ -116,6 +116,48 @@ async fn find_plan<C: ConnectionTrait>(db: &C, org: &str, id: &str) -> WorkflowR
         .ok_or(WorkflowError::NotFound("plan"))
 }
 
+/// A period's flat fees at `quantity` must fit an invoice (64-bit minor
+/// units of the organization's currency) under every version of `plan`, or
+/// no step could ever invoice the subscription: refused up front instead.
+async fn check_fees_fit<C: ConnectionTrait>(
+    db: &C,
+    org: &organization::Model,
+    plan: &plan::Model,
+    quantity: i32,
+) -> WorkflowResult<()> {
+    let currency = billing::Currency::parse(&org.currency)?;
+    let version_ids: Vec<String> = plan_version::Entity::find()
+        .filter(plan_version::Column::PlanId.eq(&plan.id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    let too_much = || {
+        WorkflowError::bad_input(format!(
+            "plan {} at quantity {quantity} charges more per period than an invoice can hold ({} {currency})",
+            plan.code,
+            currency.from_minor_units(i64::MAX)
+        ))
+    };
+    for views in prices_of_versions(db, &version_ids).await?.values() {
+        let mut total: i64 = 0;
+        for view in views
+            .iter()
+            .filter(|v| v.price.model == entity::PriceModel::Flat)
+        {
+            let amount = billing_price(view)
+                .amount_for(rust_decimal::Decimal::from(quantity))
+                .map_err(|_| too_much())?;
+            let minor = currency
+                .to_minor_units(currency.round(amount))
+                .map_err(|_| too_much())?;
+            total = total.checked_add(minor).ok_or_else(too_much)?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates a subscription: TRIALING until `trialEnd` when it has a trial,
 /// else ACTIVE with period 0 open; the worker invoices it (outbox job).
 pub async fn create_subscription(
@@ -155,6 +197,7 @@ pub async fn create_subscription(
         .await?
         .ok_or(WorkflowError::NotFound("customer"))?;
     let plan = find_plan(&txn, &org.id, &input.plan_id).await?;
+    check_fees_fit(&txn, org, &plan, input.quantity).await?;
     let now = org_now(org, clock);
     let start = input.start_at.unwrap_or(now).trunc_subsecs(6);
     let trial_days = input.trial_days.unwrap_or(plan.trial_days);
@@ -315,6 +358,7 @@ pub async fn change_plan(
         )));
     }
     let quantity = input.quantity.unwrap_or(sub.quantity);
+    check_fees_fit(&txn, org, &new_plan, quantity).await?;
     let kind = if new_plan.id != sub.plan_id {
         SubscriptionChangeKind::PlanChange
     } else if quantity != sub.quantity {

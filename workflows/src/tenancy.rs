@@ -16,6 +16,7 @@ use crate::audit::{self, AuditEntry, snapshot};
 use crate::clock::{Clock, org_now};
 use crate::error::{WorkflowError, WorkflowResult};
 use crate::ids::new_id;
+use crate::text::{MAX_NAME_CHARS, check_required, quoted};
 
 /// A new key: its stored hash and a short non-secret prefix for display.
 #[derive(Clone, Debug)]
@@ -40,14 +41,11 @@ pub struct NewOrganization {
 
 /// Checks an organization's settings; every problem is BAD_USER_INPUT.
 pub fn validate_organization(input: &NewOrganization) -> WorkflowResult<()> {
-    if input.name.trim().is_empty() {
-        return Err(WorkflowError::bad_input("name must not be empty"));
-    }
+    check_required("name", &input.name, MAX_NAME_CHARS)?;
     billing::Currency::parse(&input.currency)?;
-    input
-        .timezone
-        .parse::<chrono_tz::Tz>()
-        .map_err(|_| WorkflowError::bad_input(format!("unknown timezone {:?}", input.timezone)))?;
+    input.timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+        WorkflowError::bad_input(format!("unknown timezone {}", quoted(&input.timezone)))
+    })?;
     for (field, value) in [
         ("netTermsDays", input.net_terms_days),
         ("gracePeriodHours", input.grace_period_hours),

@@ -25,6 +25,7 @@ use crate::audit::{self, AuditEntry, canonical_json};
 use crate::clock::{Clock, org_now};
 use crate::error::{WorkflowError, WorkflowResult};
 use crate::ids::new_id;
+use crate::text::quoted;
 
 /// Most events in one batch.
 pub const MAX_BATCH: usize = 10_000;
@@ -192,8 +193,8 @@ pub async fn ingest(
                 reject(
                     RejectCode::Conflict,
                     format!(
-                        "idempotencyKey {:?} was already used with a different payload",
-                        event.idempotency_key
+                        "idempotencyKey {} was already used with a different payload",
+                        quoted(&event.idempotency_key)
                     ),
                 )
             }
@@ -206,14 +207,14 @@ pub async fn ingest(
             if customers.contains_key(&event.customer_external_id) {
                 reject(
                     RejectCode::UnknownMeter,
-                    format!("no meter with code {:?}", event.meter_code),
+                    format!("no meter with code {}", quoted(&event.meter_code)),
                 )
             } else {
                 reject(
                     RejectCode::UnknownCustomer,
                     format!(
-                        "no customer with externalId {:?}",
-                        event.customer_external_id
+                        "no customer with externalId {}",
+                        quoted(&event.customer_external_id)
                     ),
                 )
             }

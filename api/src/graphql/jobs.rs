@@ -161,7 +161,12 @@ impl JobsQuery {
                 hex::decode(&c)
                     .ok()
                     .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| ApiError::bad_input(format!("invalid cursor {c:?}")))
+                    .ok_or_else(|| {
+                        ApiError::bad_input(format!(
+                            "invalid cursor {}",
+                            workflows::text::quoted(&c)
+                        ))
+                    })
             })
             .transpose()?;
         let page = worker::ops::list_jobs(

@@ -23,7 +23,12 @@ fn decode_cursor(cursor: &str) -> ApiResult<String> {
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .filter(|id| !id.is_empty() && id.len() <= 64)
-        .ok_or_else(|| ApiError::bad_input(format!("invalid cursor {cursor:?}")))
+        .ok_or_else(|| {
+            ApiError::bad_input(format!(
+                "invalid cursor {}",
+                workflows::text::quoted(cursor)
+            ))
+        })
 }
 
 /// Validated `(first, after)`: `first` in `0..=100` (default 50).

@@ -5,6 +5,7 @@
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rust_decimal::Decimal;
+use workflows::text::quoted;
 
 /// An exact decimal. Input must be a string of digits with an optional sign
 /// and decimal point ("0.0004", "-51.61"): numbers, exponents, NaN,
@@ -21,11 +22,15 @@ pub fn parse_decimal(text: &str) -> Result<Decimal, String> {
         && digits.chars().any(|c| c.is_ascii_digit());
     if !well_formed {
         return Err(format!(
-            "{text:?} is not a decimal: use digits with an optional '-' and '.', e.g. \"12.50\""
+            "{} is not a decimal: use digits with an optional '-' and '.', e.g. \"12.50\"",
+            quoted(text)
         ));
     }
     Decimal::from_str_exact(text).map_err(|_| {
-        format!("{text:?} does not fit an exact decimal (at most 28 significant digits)")
+        format!(
+            "{} does not fit an exact decimal (at most 28 significant digits)",
+            quoted(text)
+        )
     })
 }
 
@@ -69,7 +74,8 @@ impl ScalarType for Instant {
                 .map(|t| Instant(t.with_timezone(&Utc)))
                 .map_err(|_| {
                     InputValueError::custom(format!(
-                        "{text:?} is not an RFC 3339 instant, e.g. \"2026-01-16T00:00:00Z\""
+                        "{} is not an RFC 3339 instant, e.g. \"2026-01-16T00:00:00Z\"",
+                        quoted(text)
                     ))
                 }),
             _ => Err(InputValueError::expected_type(value)),
@@ -106,5 +112,13 @@ mod tests {
         }
         assert!(parse_decimal("1234567890123456789012345678901").is_err());
         assert!(Dec::parse(Value::Number(5.into())).is_err());
+    }
+
+    #[test]
+    fn messages_quote_at_most_forty_characters() {
+        let huge = "9".repeat(1 << 20);
+        let message = parse_decimal(&huge).unwrap_err();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.contains("1048576 bytes"), "{message}");
     }
 }
