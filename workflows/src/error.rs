@@ -24,6 +24,10 @@ pub enum WorkflowError {
     /// The database failed; the detail goes to the logs only.
     #[error("database error: {0}")]
     Database(DbErr),
+    /// Stored prices and usage give amounts too large to bill (past
+    /// `Decimal`'s range or 64-bit minor units); retrying cannot help.
+    #[error("cannot be invoiced: {0}")]
+    Unbillable(String),
     /// An invariant that should hold did not (e.g. a corrupt stored value).
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,6 +62,20 @@ impl From<DbErr> for WorkflowError {
 impl From<billing::MoneyError> for WorkflowError {
     fn from(err: billing::MoneyError) -> Self {
         WorkflowError::BadInput(err.to_string())
+    }
+}
+
+impl From<billing::InvoiceError> for WorkflowError {
+    /// Amounts out of range are the data's fault ([`Unbillable`]); any other
+    /// billing-core error means inconsistent inputs, an internal fault.
+    ///
+    /// [`Unbillable`]: WorkflowError::Unbillable
+    fn from(err: billing::InvoiceError) -> Self {
+        if err.is_out_of_range() {
+            WorkflowError::Unbillable(err.to_string())
+        } else {
+            WorkflowError::Internal(format!("billing: {err}"))
+        }
     }
 }
 

@@ -465,11 +465,11 @@ pub async fn upcoming<C: ConnectionTrait>(
         return Ok(None);
     }
     let currency = currency_of(&org.currency)?;
-    let core_error = |e: billing::InvoiceError| WorkflowError::Internal(e.to_string());
+    let unbillable = |e: billing::MoneyError| WorkflowError::Unbillable(e.to_string());
     let mut lines = if sub.status == SubscriptionStatus::Trialing {
         let (terms, _) = terms(db, org, &sub).await?;
         let billed = crate::lifecycle::inputs::billed_lines(db, org, &sub.id, None).await?;
-        billing::first_invoice(&terms, &billed, currency).map_err(core_error)?
+        billing::first_invoice(&terms, &billed, currency)?
     } else {
         let n = u32::try_from(sub.period_index)
             .map_err(|_| WorkflowError::Internal("negative period index".into()))?;
@@ -497,7 +497,7 @@ pub async fn upcoming<C: ConnectionTrait>(
     if lines.is_empty() {
         return Ok(None);
     }
-    let computed = billing::Invoice::from_lines(lines, currency).map_err(core_error)?;
+    let computed = billing::Invoice::from_lines(lines, currency)?;
     let now = sub
         .current_period_end
         .or(sub.trial_end)
@@ -517,8 +517,12 @@ pub async fn upcoming<C: ConnectionTrait>(
         billing_key: String::new(),
         period_start: Some(computed.period_start),
         period_end: Some(computed.period_end),
-        subtotal_minor: currency.to_minor_units(computed.subtotal)?,
-        total_minor: currency.to_minor_units(computed.total)?,
+        subtotal_minor: currency
+            .to_minor_units(computed.subtotal)
+            .map_err(unbillable)?,
+        total_minor: currency
+            .to_minor_units(computed.total)
+            .map_err(unbillable)?,
         number: None,
         number_year: None,
         number_seq: None,
@@ -545,7 +549,7 @@ pub async fn upcoming<C: ConnectionTrait>(
                 price_id: l.price_id.clone(),
                 quantity: Dec(l.quantity),
                 unit_amount: l.unit_amount.map(Dec),
-                amount_minor: currency.to_minor_units(l.amount)?,
+                amount_minor: currency.to_minor_units(l.amount).map_err(unbillable)?,
                 period_start: l.period.start,
                 period_end: l.period.end,
             })

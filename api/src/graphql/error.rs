@@ -54,6 +54,11 @@ impl From<WorkflowError> for ApiError {
             WorkflowError::BadInput(message) => (BAD_USER_INPUT, message),
             WorkflowError::NotFound(what) => ("NOT_FOUND", format!("{what} not found")),
             WorkflowError::Conflict(message) => ("CONFLICT", message),
+            // The stored state, not this request, is at fault: CONFLICT,
+            // with the reason (no internals in it, only amounts and ids).
+            WorkflowError::Unbillable(reason) => {
+                ("CONFLICT", format!("cannot be invoiced: {reason}"))
+            }
             WorkflowError::Forbidden => ("FORBIDDEN", "forbidden".into()),
             WorkflowError::Database(db) => {
                 tracing::error!(error = %db, "database error");

@@ -208,6 +208,23 @@ pub enum InvoiceError {
     },
 }
 
+impl InvoiceError {
+    /// The inputs are consistent but their amounts leave the representable
+    /// range (a product or sum past `Decimal`'s ~7.9e28): no fix in the
+    /// code, the prices or usage themselves cannot be billed.
+    pub fn is_out_of_range(&self) -> bool {
+        matches!(
+            self,
+            InvoiceError::Overflow(_)
+                | InvoiceError::Price(PriceError::Overflow { .. })
+                | InvoiceError::Aggregation {
+                    source: AggregationError::Overflow(_),
+                    ..
+                }
+        )
+    }
+}
+
 impl SubscriptionTerms {
     /// These terms with `phase` taking effect at `phase.from`; phases from
     /// that instant on are replaced.

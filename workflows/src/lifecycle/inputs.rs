@@ -103,8 +103,7 @@ pub async fn period_close_lines<C: ConnectionTrait>(
     let (terms, meters) = crate::subscriptions::terms(db, org, sub).await?;
     let usage = usage_for_period(db, org, sub, &terms, meters, n).await?;
     let billed = billed_lines(db, org, &sub.id, excluding).await?;
-    billing::close_period(&terms, n, &usage, &billed, currency)
-        .map_err(|e| WorkflowError::Internal(format!("billing: {e}")))
+    Ok(billing::close_period(&terms, n, &usage, &billed, currency)?)
 }
 
 /// The number of the period that starts at `start`.
