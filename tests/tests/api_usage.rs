@@ -206,3 +206,47 @@ async fn batches_up_to_ten_thousand() {
         env.cleanup().await;
     }
 }
+
+/// Two batches sharing 300 new keys, in opposite orders, sent at once: each
+/// key is stored once, the pair answers 300 ACCEPTED and 300 DUPLICATE in
+/// all, and neither batch fails (the insert takes keys in order: no deadlock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_with_the_same_keys() {
+    for env in TestEnv::all().await {
+        let api = Api::start(&env).await;
+        let (_, admin) = api.org("Acme", Some("2026-01-16T00:00:00Z")).await;
+        create_customer(&admin, "cust").await;
+        create_meter(&admin, "calls", "SUM").await;
+        for round in 0..3 {
+            let forward: Vec<Value> = (0..300)
+                .map(|i| {
+                    event(
+                        &format!("r{round}-{i}"),
+                        "cust",
+                        "calls",
+                        "1",
+                        "2026-01-15T00:00:00Z",
+                    )
+                })
+                .collect();
+            let backward: Vec<Value> = forward.iter().rev().cloned().collect();
+            let (a, b) = tokio::join!(
+                admin.graphql(INGEST, json!({"events": forward})),
+                admin.graphql(INGEST, json!({"events": backward})),
+            );
+            let total = |field: &str| {
+                ok(&a)["ingestUsage"][field].as_u64().unwrap_or(0)
+                    + ok(&b)["ingestUsage"][field].as_u64().unwrap_or(0)
+            };
+            assert_eq!(
+                (total("accepted"), total("duplicates"), total("rejected")),
+                (300, 300, 0),
+                "{:?} round {round}",
+                env.backend
+            );
+        }
+        assert_eq!(api_support::count(api.db(), "usage_events").await, 900);
+        api.stop().await;
+        env.cleanup().await;
+    }
+}

@@ -5,19 +5,28 @@
 //! audit event is written per event (one `usage.ingested` audit event per
 //! batch that accepted anything records who sent it).
 //!
-//! Batch I/O: customers, meters and existing keys of the whole batch are
-//! loaded with `IN (…)` queries, and accepted events are inserted with
-//! multi-row inserts in chunks, all in one transaction — never one round trip
-//! per event. Two concurrent batches carrying the same new key: the second to
-//! commit fails on the unique index as a whole (CONFLICT, retry), so an event
-//! is never stored twice.
+//! Batch I/O, all in one transaction, never one round trip per event:
+//! customers and meters of the batch are loaded with `IN (…)` queries, then
+//! the events that pass validation are inserted with multi-row
+//! `INSERT … ON CONFLICT (organization, key) DO NOTHING RETURNING id`. The
+//! unique index decides what is new, so the common case (new keys) needs no
+//! lookup of stored keys at all; stored payload hashes are read only for the
+//! keys the insert skipped and for rejected events (a stored key answers
+//! DUPLICATE or CONFLICT whatever else is wrong with a resent event). Two
+//! concurrent batches carrying the same new key: the second waits for the
+//! first and reports DUPLICATE (rows are inserted in key order, so two such
+//! batches cannot deadlock); an event is never stored twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Duration, SecondsFormat, SubsecRound, Utc};
 use entity::{Aggregation, Dec, customer, meter, organization, usage_event};
 use rust_decimal::Decimal;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    QueryFilter, QuerySelect, Set,
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -152,23 +161,12 @@ pub async fn ingest(
         .into_iter()
         .map(|m| (m.code.clone(), m))
         .collect();
-    let mut keys: Vec<String> = events.iter().map(|e| e.idempotency_key.clone()).collect();
-    keys.sort();
-    keys.dedup();
-    // Key → payload hash of what is stored (or accepted earlier in this batch).
+    // Key → payload hash of an event accepted earlier in this batch.
     let mut known: HashMap<String, String> = HashMap::new();
-    for chunk in keys.chunks(LOOKUP_CHUNK) {
-        for e in usage_event::Entity::find()
-            .filter(usage_event::Column::OrganizationId.eq(&org.id))
-            .filter(usage_event::Column::IdempotencyKey.is_in(chunk.iter().cloned()))
-            .all(&txn)
-            .await?
-        {
-            known.insert(e.idempotency_key, e.payload_hash);
-        }
-    }
+    let mut hashes: Vec<String> = Vec::with_capacity(events.len());
+    let mut keys: Vec<String> = Vec::with_capacity(events.len());
 
-    let mut report = IngestReport::default();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(events.len());
     let mut rows = Vec::new();
     for event in events {
         let meter = meters.get(&event.meter_code);
@@ -186,18 +184,8 @@ pub async fn ingest(
             event.properties.as_ref(),
         );
         let reject = |code: RejectCode, message: String| Outcome::Rejected { code, message };
-        let outcome = if let Some(stored) = known.get(&event.idempotency_key) {
-            if *stored == hash {
-                Outcome::Duplicate
-            } else {
-                reject(
-                    RejectCode::Conflict,
-                    format!(
-                        "idempotencyKey {} was already used with a different payload",
-                        quoted(&event.idempotency_key)
-                    ),
-                )
-            }
+        let outcome = if let Some(earlier) = known.get(&event.idempotency_key) {
+            resent(&event.idempotency_key, earlier, &hash)
         } else if event.idempotency_key.is_empty() || event.idempotency_key.len() > 255 {
             reject(
                 RejectCode::InvalidValue,
@@ -273,15 +261,41 @@ pub async fn ingest(
                     organization_id: Set(org.id.clone()),
                     customer_id: Set(customer_id.clone()),
                     meter_id: Set(meter.id.clone()),
-                    idempotency_key: Set(event.idempotency_key),
+                    idempotency_key: Set(event.idempotency_key.clone()),
                     value: Set(Dec(value)),
                     timestamp: Set(timestamp),
                     properties: Set(event.properties.filter(|p| !p.is_null())),
-                    payload_hash: Set(hash),
+                    payload_hash: Set(hash.clone()),
                     created_at: Set(now),
                 });
             }
             Outcome::Accepted
+        };
+        outcomes.push(outcome);
+        hashes.push(hash);
+        keys.push(event.idempotency_key);
+    }
+
+    let inserted = insert_new(&txn, rows).await?;
+    // Keys stored before this batch: those the insert skipped, and those of
+    // rejected events (minus keys this batch itself just stored).
+    let mut ask: Vec<&str> = Vec::new();
+    for (key, outcome) in keys.iter().zip(&outcomes) {
+        if *outcome != Outcome::Duplicate && !inserted.contains(key) {
+            ask.push(key);
+        }
+    }
+    let stored = stored_hashes(&txn, &org.id, ask).await?;
+
+    let mut report = IngestReport::default();
+    for ((key, outcome), hash) in keys.iter().zip(outcomes).zip(&hashes) {
+        let outcome = match stored.get(key) {
+            Some(stored) => resent(key, stored, hash),
+            // Skipped by the insert, yet not there: a writer we cannot see.
+            None if outcome == Outcome::Accepted && !inserted.contains(key) => {
+                return Err(WorkflowError::conflict("concurrent update, retry"));
+            }
+            None => outcome,
         };
         match &outcome {
             Outcome::Accepted => report.accepted += 1,
@@ -289,16 +303,6 @@ pub async fn ingest(
             Outcome::Rejected { .. } => report.rejected += 1,
         }
         report.outcomes.push(outcome);
-    }
-    let mut chunks = Vec::new();
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        chunks.push(rows.by_ref().take(INSERT_CHUNK).collect::<Vec<_>>());
-    }
-    for chunk in chunks {
-        usage_event::Entity::insert_many(chunk)
-            .exec_without_returning(&txn)
-            .await?;
     }
     if report.accepted > 0 {
         audit::append(
@@ -322,6 +326,94 @@ pub async fn ingest(
     }
     txn.commit().await?;
     Ok(report)
+}
+
+/// The outcome of an event whose key was seen before (stored, or accepted
+/// earlier in the batch) with payload hash `earlier`.
+fn resent(key: &str, earlier: &str, hash: &str) -> Outcome {
+    if earlier == hash {
+        Outcome::Duplicate
+    } else {
+        Outcome::Rejected {
+            code: RejectCode::Conflict,
+            message: format!(
+                "idempotencyKey {} was already used with a different payload",
+                quoted(key)
+            ),
+        }
+    }
+}
+
+/// Inserts the rows whose key is new to the organization; returns the keys
+/// it stored. Rows go in key order, so concurrent batches sharing keys take
+/// the unique index's locks in the same order and cannot deadlock.
+async fn insert_new<C: ConnectionTrait>(
+    db: &C,
+    mut rows: Vec<usage_event::ActiveModel>,
+) -> WorkflowResult<HashSet<String>> {
+    let key_of = |row: &usage_event::ActiveModel| match &row.idempotency_key {
+        ActiveValue::Set(key) | ActiveValue::Unchanged(key) => key.clone(),
+        ActiveValue::NotSet => String::new(),
+    };
+    rows.sort_by_cached_key(key_of);
+    let mut stored = HashSet::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
+        let mut key_by_id: HashMap<String, String> = HashMap::with_capacity(chunk.len());
+        for row in &chunk {
+            if let ActiveValue::Set(id) = &row.id {
+                key_by_id.insert(id.clone(), key_of(row));
+            }
+        }
+        let ids = usage_event::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::columns([
+                    usage_event::Column::OrganizationId,
+                    usage_event::Column::IdempotencyKey,
+                ])
+                .do_nothing()
+                .to_owned(),
+            )
+            .exec_with_returning_keys(db)
+            .await?;
+        stored.extend(ids.into_iter().filter_map(|id| key_by_id.remove(&id)));
+    }
+    Ok(stored)
+}
+
+/// Payload hashes stored under `keys` in `org`.
+async fn stored_hashes<C: ConnectionTrait>(
+    db: &C,
+    org: &str,
+    mut keys: Vec<&str>,
+) -> WorkflowResult<HashMap<String, String>> {
+    keys.sort_unstable();
+    keys.dedup();
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        // A reused generic plan for `key IN ($2 … $1001)` scanned all the
+        // organization's events (6 s at 200k rows, docs/benchmarks.md):
+        // plan each lookup for its own keys, for this transaction only.
+        db.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
+            .await?;
+    }
+    let mut stored = HashMap::new();
+    for chunk in keys.chunks(LOOKUP_CHUNK) {
+        let found: Vec<(String, String)> = usage_event::Entity::find()
+            .select_only()
+            .column(usage_event::Column::IdempotencyKey)
+            .column(usage_event::Column::PayloadHash)
+            .filter(usage_event::Column::OrganizationId.eq(org))
+            .filter(usage_event::Column::IdempotencyKey.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(db)
+            .await?;
+        stored.extend(found);
+    }
+    Ok(stored)
 }
 
 #[cfg(test)]
