@@ -209,8 +209,9 @@ async fn metrics_after_one_tick_and_sigterm_drains_the_job_in_flight() {
         assert_eq!(
             row.state,
             JobState::Succeeded,
-            "{:?}: the in-flight job finished before exit",
-            env.backend
+            "{:?}: the in-flight job finished before exit; the worker's log:\n{}",
+            env.backend,
+            worker_log(&env, &addr)
         );
         db.close().await.ok();
         env.cleanup().await;
