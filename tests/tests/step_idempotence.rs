@@ -393,7 +393,8 @@ async fn build(s: &Scenario) -> BTreeMap<String, &'static str> {
         json!({ "input": { "subscriptionId": late_invoiced, "planId": b, "prorationBehavior": "ALWAYS_INVOICE" } }),
     )
     .await;
-    s.advance("2026-03-01T00:00:00Z").await;
+    // An hour past the billing instant: the grace period (see below) is over.
+    s.advance("2026-03-01T01:00:00Z").await;
     BTreeMap::from([
         (flat, "flat (ALWAYS_INVOICE change Jan 16)"),
         (metered, "hybrid flat + usage"),
@@ -413,7 +414,9 @@ async fn every_step_redelivered_changes_nothing() {
         let started = Instant::now();
         let s = Scenario::start(
             env,
-            json!({ "testClockStart": "2026-01-01T00:00:00Z", "netTermsDays": 20 }),
+            // A grace period, so drafts are finalized by their own job (with
+            // none, the step that drafts an invoice finalizes it at once).
+            json!({ "testClockStart": "2026-01-01T00:00:00Z", "netTermsDays": 20, "gracePeriodHours": 1 }),
         )
         .await;
         let subscriptions = build(&s).await;
@@ -425,7 +428,7 @@ async fn every_step_redelivered_changes_nothing() {
 
         // The jobs that ran; the rest are future work, not due yet.
         let rows = ledger(&db, &org).await;
-        let clock_now = chrono::DateTime::parse_from_rfc3339("2026-03-01T00:00:00Z")
+        let clock_now = chrono::DateTime::parse_from_rfc3339("2026-03-01T01:00:00Z")
             .expect("instant")
             .with_timezone(&Utc);
         let ran: Vec<job_run::Model> = rows

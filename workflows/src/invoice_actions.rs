@@ -208,6 +208,39 @@ pub async fn finalize<C: ConnectionTrait>(
     now: DateTime<Utc>,
     actor: &str,
 ) -> WorkflowResult<invoice::Model> {
+    let finalized = freeze(txn, org, invoice_id, now).await?;
+    audit::append(txn, &org.id, actor, finalized.audited(), now).await?;
+    Ok(finalized.after)
+}
+
+/// An invoice [`freeze`] finalized, before and after.
+#[derive(Clone, Debug)]
+pub struct Finalized {
+    pub before: invoice::Model,
+    pub after: invoice::Model,
+}
+
+impl Finalized {
+    /// Its audit entry (`invoice.finalized`).
+    pub fn audited(&self) -> AuditEntry<'_> {
+        AuditEntry {
+            action: "invoice.finalized",
+            entity_type: "invoice",
+            entity_id: &self.after.id,
+            before: snapshot(&self.before),
+            after: snapshot(&self.after),
+        }
+    }
+}
+
+/// [`finalize`] without its audit entry, for steps that append their audit
+/// entries last (row locks first, the chain lock last: see [`crate::audit`]).
+pub async fn freeze<C: ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    invoice_id: &str,
+    now: DateTime<Utc>,
+) -> WorkflowResult<Finalized> {
     let inv = find_invoice(txn, &org.id, invoice_id).await?;
     if inv.status != InvoiceStatus::Draft {
         return Err(illegal(&inv, "finalize", "DRAFT"));
@@ -274,21 +307,10 @@ pub async fn finalize<C: ConnectionTrait>(
     if !paid_now {
         record_in_outbox(txn, &Job::invoice_overdue(&org.id, &inv.id, due_at), now).await?;
     }
-    audit::append(
-        txn,
-        &org.id,
-        actor,
-        AuditEntry {
-            action: "invoice.finalized",
-            entity_type: "invoice",
-            entity_id: &inv.id,
-            before: snapshot(&inv),
-            after: snapshot(&updated),
-        },
-        now,
-    )
-    .await?;
-    Ok(updated)
+    Ok(Finalized {
+        before: inv,
+        after: updated,
+    })
 }
 
 /// `finalizeInvoice`: [`finalize`] in its own transaction.

@@ -19,7 +19,6 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, Set,
 };
 
-use crate::audit;
 use crate::clock::{Clock, org_now};
 use crate::error::WorkflowError;
 use crate::ids::new_id;
@@ -100,7 +99,7 @@ pub async fn run(
             pending_invoice_item::Entity::update_many()
                 .col_expr(
                     pending_invoice_item::Column::InvoiceId,
-                    Expr::value(Some(invoice.id.clone())),
+                    Expr::value(Some(invoice.draft.id.clone())),
                 )
                 .filter(
                     pending_invoice_item::Column::Id.is_in(pending.iter().map(|p| p.id.clone())),
@@ -109,7 +108,7 @@ pub async fn run(
                 .await?;
         }
         if let Some(invoice) = &invoice {
-            audit::append(&txn, &org.id, &actor, draft::audited(invoice), now).await?;
+            draft::audit_written(&txn, &org, &actor, invoice, now).await?;
         }
         return commit_step(txn, job, clock, StepOutcome::Done).await;
     }
@@ -149,7 +148,7 @@ pub async fn run(
             )
             .await?;
             if let Some(invoice) = &invoice {
-                audit::append(&txn, &org.id, &actor, draft::audited(invoice), now).await?;
+                draft::audit_written(&txn, &org, &actor, invoice, now).await?;
             }
         }
     }

@@ -96,7 +96,7 @@ pub async fn run(
         pending_invoice_item::Entity::update_many()
             .col_expr(
                 pending_invoice_item::Column::InvoiceId,
-                Expr::value(Some(invoice.id.clone())),
+                Expr::value(Some(invoice.draft.id.clone())),
             )
             .filter(pending_invoice_item::Column::Id.is_in(pending.iter().map(|p| p.id.clone())))
             .exec(&txn)
@@ -118,11 +118,8 @@ pub async fn run(
         record_in_outbox(&txn, &next, now).await?;
     }
     // The audit chain is appended last (it serializes the organization's writers).
-    if let Some(first) = &first {
-        audit::append(&txn, &org.id, &actor, draft::audited(first), now).await?;
-    }
-    if let Some(invoice) = &invoice {
-        audit::append(&txn, &org.id, &actor, draft::audited(invoice), now).await?;
+    for written in first.iter().chain(&invoice) {
+        draft::audit_written(&txn, &org, &actor, written, now).await?;
     }
     let entry = AuditEntry {
         action: if ends_here {

@@ -1,14 +1,19 @@
 //! Writing a computed invoice as a DRAFT, with its lines and the job that
-//! will finalize it once the grace period is over.
+//! will finalize it once the grace period is over, or, when that moment has
+//! passed already (a grace period of 0, the usual case, or a step catching
+//! up), finalizing it in the writing step's own transaction
+//! ([`finalize_if_due`]): the same invoice the finalization job would make
+//! (the draft's lines were computed a moment ago in this transaction, with
+//! every event stored so far), without a second job and transaction.
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{Dec, InvoiceKind, InvoiceStatus, invoice, invoice_line, organization, subscription};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 
-use crate::audit::{AuditEntry, snapshot};
+use crate::audit::{self, Actor, AuditEntry, snapshot};
 use crate::error::{WorkflowError, WorkflowResult};
 use crate::ids::new_id;
-use crate::invoice_actions::entity_line_kind;
+use crate::invoice_actions::{Finalized, entity_line_kind, freeze};
 use crate::jobs::{Job, record_in_outbox};
 use crate::lifecycle::inputs::currency;
 
@@ -42,9 +47,26 @@ pub struct Draft<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Writes the draft and its finalization job; `None` (and nothing written)
-/// when it has no lines. Its audit event is [`audited`], appended last by the step.
+/// Writes the draft and either its finalization job or, when it is due
+/// already, its finalization ([`finalize_if_due`]); `None` (and nothing
+/// written) when it has no lines. The audit entries are left to the step
+/// ([`audit_written`]), to append last.
 pub async fn write<C: ConnectionTrait>(
+    txn: &C,
+    draft: Draft<'_>,
+) -> WorkflowResult<Option<Written>> {
+    let (org, now) = (draft.org, draft.now);
+    let Some(inv) = insert_draft(txn, draft).await? else {
+        return Ok(None);
+    };
+    let finalized = finalize_if_due(txn, org, &inv, now).await?;
+    Ok(Some(Written {
+        draft: inv,
+        finalized,
+    }))
+}
+
+async fn insert_draft<C: ConnectionTrait>(
     txn: &C,
     draft: Draft<'_>,
 ) -> WorkflowResult<Option<invoice::Model>> {
@@ -82,13 +104,31 @@ pub async fn write<C: ConnectionTrait>(
     .insert(txn)
     .await?;
     replace_lines(txn, &inv, &computed.lines, currency).await?;
-    record_in_outbox(
-        txn,
-        &Job::invoice_finalize(&draft.org.id, &inv.id, finalize_at),
-        draft.now,
-    )
-    .await?;
+    if finalize_at > draft.now {
+        record_in_outbox(
+            txn,
+            &Job::invoice_finalize(&draft.org.id, &inv.id, finalize_at),
+            draft.now,
+        )
+        .await?;
+    }
     Ok(Some(inv))
+}
+
+/// Finalizes a draft just written whose grace period is already over
+/// (no finalization job was queued for it), as of its due instant like the
+/// job would. Its audit entry is left to the step, to append after the
+/// draft's. A draft still in its grace period is left to its job (`None`).
+async fn finalize_if_due<C: ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    inv: &invoice::Model,
+    now: DateTime<Utc>,
+) -> WorkflowResult<Option<Finalized>> {
+    match inv.finalize_at {
+        Some(at) if at <= now => Ok(Some(freeze(txn, org, &inv.id, at).await?)),
+        _ => Ok(None),
+    }
 }
 
 /// Replaces a draft's lines (drafts only: a finalized invoice never changes).
@@ -131,6 +171,28 @@ pub async fn replace_lines<C: ConnectionTrait>(
         .collect::<WorkflowResult<Vec<_>>>()?;
     if !rows.is_empty() {
         invoice_line::Entity::insert_many(rows).exec(txn).await?;
+    }
+    Ok(())
+}
+
+/// A draft this step wrote, and its finalization when it was due at once.
+pub struct Written {
+    pub draft: invoice::Model,
+    pub finalized: Option<Finalized>,
+}
+
+/// Appends the audit entries of what [`write`] wrote:
+/// the draft, then its finalization.
+pub async fn audit_written<C: ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    actor: Actor<'_>,
+    written: &Written,
+    now: DateTime<Utc>,
+) -> WorkflowResult<()> {
+    audit::append(txn, &org.id, actor, audited(&written.draft), now).await?;
+    if let Some(finalized) = &written.finalized {
+        audit::append(txn, &org.id, actor, finalized.audited(), now).await?;
     }
     Ok(())
 }

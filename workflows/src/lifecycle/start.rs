@@ -80,7 +80,7 @@ pub async fn run(
         audit::append(&txn, &org.id, &actor, entry, now).await?;
     }
     if let Some(invoice) = &invoice {
-        audit::append(&txn, &org.id, &actor, draft::audited(invoice), now).await?;
+        draft::audit_written(&txn, &org, &actor, invoice, now).await?;
     }
     let outcome = if invoice.is_none() && !activated {
         StepOutcome::Skipped("first invoice already written, or nothing to bill".into())
@@ -100,7 +100,7 @@ pub(crate) async fn ensure_first_invoice<C: sea_orm::ConnectionTrait>(
     org: &organization::Model,
     sub: &subscription::Model,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<entity::invoice::Model>, StepError> {
+) -> Result<Option<draft::Written>, StepError> {
     use sea_orm::PaginatorTrait;
     let written = entity::invoice::Entity::find()
         .filter(entity::invoice::Column::OrganizationId.eq(&org.id))
