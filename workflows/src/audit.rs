@@ -20,8 +20,8 @@
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use entity::audit_event;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, Statement,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -56,7 +56,23 @@ pub async fn append<C: ConnectionTrait>(
     actor: Actor<'_>,
     entry: AuditEntry<'_>,
     at: DateTime<Utc>,
-) -> WorkflowResult<audit_event::Model> {
+) -> WorkflowResult<()> {
+    append_all(txn, org, actor, vec![entry], at).await
+}
+
+/// Appends `entries`, in order, to `org`'s chain inside the caller's
+/// transaction: one chain lock, one read of the head and one insert however
+/// many there are (the lock is held until commit, so steps append last).
+pub async fn append_all<C: ConnectionTrait>(
+    txn: &C,
+    org: &str,
+    actor: Actor<'_>,
+    entries: Vec<AuditEntry<'_>>,
+    at: DateTime<Utc>,
+) -> WorkflowResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     // Both backends keep microseconds: hash exactly what is stored.
     let at = at.trunc_subsecs(6);
     lock_chain(txn, org).await?;
@@ -66,26 +82,32 @@ pub async fn append<C: ConnectionTrait>(
         .limit(1)
         .one(txn)
         .await?;
-    let (seq, prev_hash) = match last {
-        Some(last) => (last.seq + 1, last.hash),
-        None => (1, GENESIS_HASH.to_string()),
+    let (mut seq, mut prev_hash) = match last {
+        Some(last) => (last.seq, last.hash),
+        None => (0, GENESIS_HASH.to_string()),
     };
-    let mut model = audit_event::Model {
-        id: 0,
-        organization_id: org.to_string(),
-        seq,
-        at,
-        actor: actor.to_string(),
-        action: entry.action.to_string(),
-        entity_type: entry.entity_type.to_string(),
-        entity_id: entry.entity_id.to_string(),
-        before: entry.before,
-        after: entry.after,
-        prev_hash,
-        hash: String::new(),
-    };
-    model.hash = chain_hash(&model.prev_hash, &canonical_event(&model));
-    let inserted = audit_event::ActiveModel {
+    let mut events = Vec::with_capacity(entries.len());
+    for entry in entries {
+        seq += 1;
+        let mut model = audit_event::Model {
+            id: 0,
+            organization_id: org.to_string(),
+            seq,
+            at,
+            actor: actor.to_string(),
+            action: entry.action.to_string(),
+            entity_type: entry.entity_type.to_string(),
+            entity_id: entry.entity_id.to_string(),
+            before: entry.before,
+            after: entry.after,
+            prev_hash,
+            hash: String::new(),
+        };
+        model.hash = chain_hash(&model.prev_hash, &canonical_event(&model));
+        prev_hash = model.hash.clone();
+        events.push(model);
+    }
+    let rows = events.into_iter().map(|model| audit_event::ActiveModel {
         organization_id: Set(model.organization_id),
         seq: Set(model.seq),
         at: Set(model.at),
@@ -98,10 +120,9 @@ pub async fn append<C: ConnectionTrait>(
         prev_hash: Set(model.prev_hash),
         hash: Set(model.hash),
         ..Default::default()
-    }
-    .insert(txn)
-    .await?;
-    Ok(inserted)
+    });
+    audit_event::Entity::insert_many(rows).exec(txn).await?;
+    Ok(())
 }
 
 /// Serializes appends to `org`'s chain until the transaction ends

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use entity::{
     Dec, InvoiceKind, InvoiceLineKind, InvoiceStatus, SubscriptionStatus, invoice, invoice_line,
     organization, pending_invoice_item, subscription, usage_event,
@@ -255,45 +255,60 @@ pub async fn freeze<C: ConnectionTrait>(
         currency,
     )
     .map_err(|e| WorkflowError::bad_input(format!("cannot finalize invoice {}: {e}", inv.id)))?;
+    // Stored with microseconds on both backends: the model below is exactly
+    // the row written, so it need not be read back.
+    let now = now.trunc_subsecs(6);
     let total_minor = currency.to_minor_units(computed.total)?;
-    let year = now.with_timezone(&org_tz(org)?).year();
-    let seq = next_number(txn, &org.id, year).await?;
-    let number = format!("{}-{year}-{seq:06}", org.invoice_prefix);
     let paid_now = total_minor == 0;
     let due_at = add_days(now, i64::from(org.net_terms_days))?;
+    if !paid_now {
+        record_in_outbox(txn, &Job::invoice_overdue(&org.id, &inv.id, due_at), now).await?;
+    }
+    // The number last: its sequence row stays locked until commit.
+    let year = now.with_timezone(&org_tz(org)?).year();
+    let seq = next_number(txn, &org.id, year).await?;
+    let updated = invoice::Model {
+        status: if paid_now {
+            InvoiceStatus::Paid
+        } else {
+            InvoiceStatus::Open
+        },
+        number: Some(format!("{}-{year}-{seq:06}", org.invoice_prefix)),
+        number_year: Some(year),
+        number_seq: Some(seq),
+        subtotal_minor: currency.to_minor_units(computed.subtotal)?,
+        total_minor,
+        period_start: Some(computed.period_start),
+        period_end: Some(computed.period_end),
+        finalized_at: Some(now),
+        due_at: Some(due_at),
+        paid_at: paid_now.then_some(now),
+        content_hash: Some(billing::content_hash(&computed)),
+        ..inv.clone()
+    };
     let result = invoice::Entity::update_many()
         .filter(invoice::Column::Id.eq(&inv.id))
         .filter(invoice::Column::Status.eq(InvoiceStatus::Draft))
         .col_expr(
             invoice::Column::Status,
-            sea_orm::sea_query::Expr::value(if paid_now {
-                InvoiceStatus::Paid
-            } else {
-                InvoiceStatus::Open
-            }),
+            sea_orm::sea_query::Expr::value(updated.status),
         )
-        .col_expr(invoice::Column::Number, number.clone().into())
-        .col_expr(invoice::Column::NumberYear, year.into())
-        .col_expr(invoice::Column::NumberSeq, seq.into())
+        .col_expr(invoice::Column::Number, updated.number.clone().into())
+        .col_expr(invoice::Column::NumberYear, updated.number_year.into())
+        .col_expr(invoice::Column::NumberSeq, updated.number_seq.into())
         .col_expr(
             invoice::Column::SubtotalMinor,
-            currency.to_minor_units(computed.subtotal)?.into(),
+            updated.subtotal_minor.into(),
         )
-        .col_expr(invoice::Column::TotalMinor, total_minor.into())
-        .col_expr(
-            invoice::Column::PeriodStart,
-            Some(computed.period_start).into(),
-        )
-        .col_expr(invoice::Column::PeriodEnd, Some(computed.period_end).into())
-        .col_expr(invoice::Column::FinalizedAt, Some(now).into())
-        .col_expr(invoice::Column::DueAt, Some(due_at).into())
-        .col_expr(
-            invoice::Column::PaidAt,
-            (if paid_now { Some(now) } else { None }).into(),
-        )
+        .col_expr(invoice::Column::TotalMinor, updated.total_minor.into())
+        .col_expr(invoice::Column::PeriodStart, updated.period_start.into())
+        .col_expr(invoice::Column::PeriodEnd, updated.period_end.into())
+        .col_expr(invoice::Column::FinalizedAt, updated.finalized_at.into())
+        .col_expr(invoice::Column::DueAt, updated.due_at.into())
+        .col_expr(invoice::Column::PaidAt, updated.paid_at.into())
         .col_expr(
             invoice::Column::ContentHash,
-            Some(billing::content_hash(&computed)).into(),
+            updated.content_hash.clone().into(),
         )
         .exec(txn)
         .await?;
@@ -302,10 +317,6 @@ pub async fn freeze<C: ConnectionTrait>(
             "invoice {} changed concurrently, retry",
             inv.id
         )));
-    }
-    let updated = find_invoice(txn, &org.id, &inv.id).await?;
-    if !paid_now {
-        record_in_outbox(txn, &Job::invoice_overdue(&org.id, &inv.id, due_at), now).await?;
     }
     Ok(Finalized {
         before: inv,
@@ -496,7 +507,9 @@ pub async fn upcoming<C: ConnectionTrait>(
         let n = u32::try_from(sub.period_index)
             .map_err(|_| WorkflowError::Internal("negative period index".into()))?;
         // Exactly what the period-close step will compute.
-        crate::lifecycle::inputs::period_close_lines(db, org, &sub, n, None).await?
+        let (terms, meters) = terms(db, org, &sub).await?;
+        crate::lifecycle::inputs::period_close_lines(db, org, &sub, (&terms, meters), n, None)
+            .await?
     };
     // Pending proration lines wait for the next periodic invoice.
     for item in pending_invoice_item::Entity::find()

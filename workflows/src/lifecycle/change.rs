@@ -99,7 +99,7 @@ pub async fn run(
             pending_invoice_item::Entity::update_many()
                 .col_expr(
                     pending_invoice_item::Column::InvoiceId,
-                    Expr::value(Some(invoice.draft.id.clone())),
+                    Expr::value(Some(invoice.id.clone())),
                 )
                 .filter(
                     pending_invoice_item::Column::Id.is_in(pending.iter().map(|p| p.id.clone())),
@@ -107,9 +107,8 @@ pub async fn run(
                 .exec(&txn)
                 .await?;
         }
-        if let Some(invoice) = &invoice {
-            draft::audit_written(&txn, &org, &actor, invoice, now).await?;
-        }
+        let drafts: Vec<&entity::invoice::Model> = invoice.iter().collect();
+        draft::finish(&txn, &org, &actor, &drafts, Vec::new(), now).await?;
         return commit_step(txn, job, clock, StepOutcome::Done).await;
     }
 
@@ -147,9 +146,8 @@ pub async fn run(
                 },
             )
             .await?;
-            if let Some(invoice) = &invoice {
-                draft::audit_written(&txn, &org, &actor, invoice, now).await?;
-            }
+            let drafts: Vec<&entity::invoice::Model> = invoice.iter().collect();
+            draft::finish(&txn, &org, &actor, &drafts, Vec::new(), now).await?;
         }
     }
     commit_step(txn, job, clock, StepOutcome::Done).await

@@ -12,15 +12,15 @@
 
 use chrono::{DateTime, Utc};
 use entity::{
-    InvoiceKind, SubscriptionChangeKind, SubscriptionStatus, organization, pending_invoice_item,
-    subscription, subscription_change,
+    InvoiceKind, SubscriptionChangeKind, SubscriptionStatus, pending_invoice_item, subscription,
+    subscription_change,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
 };
 
-use crate::audit::{self, AuditEntry, snapshot};
+use crate::audit::{AuditEntry, snapshot};
 use crate::clock::{Clock, org_now};
 use crate::error::WorkflowError;
 use crate::jobs::{Job, record_in_outbox};
@@ -65,7 +65,8 @@ pub async fn run(
         0 => ensure_first_invoice(&txn, &org, &sub, now).await?,
         _ => None,
     };
-    let mut lines = inputs::period_close_lines(&txn, &org, &sub, n, None).await?;
+    let (terms, meters) = crate::subscriptions::terms(&txn, &org, &sub).await?;
+    let mut lines = inputs::period_close_lines(&txn, &org, &sub, (&terms, meters), n, None).await?;
     let pending = inputs::pending_items(&txn, &sub.id).await?;
     lines.extend(
         pending
@@ -96,7 +97,7 @@ pub async fn run(
         pending_invoice_item::Entity::update_many()
             .col_expr(
                 pending_invoice_item::Column::InvoiceId,
-                Expr::value(Some(invoice.draft.id.clone())),
+                Expr::value(Some(invoice.id.clone())),
             )
             .filter(pending_invoice_item::Column::Id.is_in(pending.iter().map(|p| p.id.clone())))
             .exec(&txn)
@@ -106,7 +107,7 @@ pub async fn run(
     let after = if ends_here {
         end_subscription(&txn, &sub, end, now).await?
     } else {
-        advance(&txn, &org, &sub, n, end, now).await?
+        advance(&txn, &sub, &terms, n, end, now).await?
     };
     if let (false, Some(next_start), Some(next_end)) = (
         ends_here,
@@ -117,10 +118,7 @@ pub async fn run(
         let next = Job::period_close(&org.id, &sub.id, next_start, next_end);
         record_in_outbox(&txn, &next, now).await?;
     }
-    // The audit chain is appended last (it serializes the organization's writers).
-    for written in first.iter().chain(&invoice) {
-        draft::audit_written(&txn, &org, &actor, written, now).await?;
-    }
+    let drafts: Vec<&entity::invoice::Model> = first.iter().chain(&invoice).collect();
     let entry = AuditEntry {
         action: if ends_here {
             "subscription.ended"
@@ -132,7 +130,7 @@ pub async fn run(
         before: snapshot(&sub),
         after: snapshot(&after),
     };
-    audit::append(&txn, &org.id, &actor, entry, now).await?;
+    draft::finish(&txn, &org, &actor, &drafts, vec![entry], now).await?;
     commit_step(txn, job, clock, StepOutcome::Done).await
 }
 
@@ -162,8 +160,8 @@ async fn end_subscription<C: ConnectionTrait>(
 /// period end (PERIOD_END timing).
 async fn advance<C: ConnectionTrait>(
     txn: &C,
-    org: &organization::Model,
     sub: &subscription::Model,
+    terms: &billing::SubscriptionTerms,
     n: u32,
     end: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -195,7 +193,6 @@ async fn advance<C: ConnectionTrait>(
             .exec(txn)
             .await?;
     }
-    let (terms, _) = crate::subscriptions::terms(txn, org, sub).await?;
     let next = terms
         .schedule
         .period(n + 1)

@@ -2,7 +2,7 @@
 //! will finalize it once the grace period is over, or, when that moment has
 //! passed already (a grace period of 0, the usual case, or a step catching
 //! up), finalizing it in the writing step's own transaction
-//! ([`finalize_if_due`]): the same invoice the finalization job would make
+//! ([`finalize_due`]): the same invoice the finalization job would make
 //! (the draft's lines were computed a moment ago in this transaction, with
 //! every event stored so far), without a second job and transaction.
 
@@ -47,26 +47,10 @@ pub struct Draft<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Writes the draft and either its finalization job or, when it is due
-/// already, its finalization ([`finalize_if_due`]); `None` (and nothing
-/// written) when it has no lines. The audit entries are left to the step
-/// ([`audit_written`]), to append last.
+/// Writes the draft and, unless it is due already, its finalization job;
+/// `None` (and nothing written) when it has no lines. The step ends with
+/// [`finish`].
 pub async fn write<C: ConnectionTrait>(
-    txn: &C,
-    draft: Draft<'_>,
-) -> WorkflowResult<Option<Written>> {
-    let (org, now) = (draft.org, draft.now);
-    let Some(inv) = insert_draft(txn, draft).await? else {
-        return Ok(None);
-    };
-    let finalized = finalize_if_due(txn, org, &inv, now).await?;
-    Ok(Some(Written {
-        draft: inv,
-        finalized,
-    }))
-}
-
-async fn insert_draft<C: ConnectionTrait>(
     txn: &C,
     draft: Draft<'_>,
 ) -> WorkflowResult<Option<invoice::Model>> {
@@ -103,7 +87,7 @@ async fn insert_draft<C: ConnectionTrait>(
     }
     .insert(txn)
     .await?;
-    replace_lines(txn, &inv, &computed.lines, currency).await?;
+    insert_lines(txn, &inv, &computed.lines, currency).await?;
     if finalize_at > draft.now {
         record_in_outbox(
             txn,
@@ -115,20 +99,24 @@ async fn insert_draft<C: ConnectionTrait>(
     Ok(Some(inv))
 }
 
-/// Finalizes a draft just written whose grace period is already over
-/// (no finalization job was queued for it), as of its due instant like the
-/// job would. Its audit entry is left to the step, to append after the
-/// draft's. A draft still in its grace period is left to its job (`None`).
-async fn finalize_if_due<C: ConnectionTrait>(
+/// Finalizes the drafts this step wrote whose grace period is over already
+/// (no finalization job was queued for them), each as of its due instant
+/// like the job would. Call it at the end of the step, right before the
+/// audit entries: an invoice number locks the organization's sequence row
+/// until commit, so the shorter the rest of the transaction the better.
+async fn finalize_due<C: ConnectionTrait>(
     txn: &C,
     org: &organization::Model,
-    inv: &invoice::Model,
+    drafts: &[&invoice::Model],
     now: DateTime<Utc>,
-) -> WorkflowResult<Option<Finalized>> {
-    match inv.finalize_at {
-        Some(at) if at <= now => Ok(Some(freeze(txn, org, &inv.id, at).await?)),
-        _ => Ok(None),
+) -> WorkflowResult<Vec<Finalized>> {
+    let mut finalized = Vec::new();
+    for inv in drafts {
+        if let Some(at) = inv.finalize_at.filter(|at| *at <= now) {
+            finalized.push(freeze(txn, org, &inv.id, at).await?);
+        }
     }
+    Ok(finalized)
 }
 
 /// Replaces a draft's lines (drafts only: a finalized invoice never changes).
@@ -148,6 +136,16 @@ pub async fn replace_lines<C: ConnectionTrait>(
         .filter(invoice_line::Column::InvoiceId.eq(&inv.id))
         .exec(txn)
         .await?;
+    insert_lines(txn, inv, lines, currency).await
+}
+
+/// Writes the lines of a draft that has none.
+async fn insert_lines<C: ConnectionTrait>(
+    txn: &C,
+    inv: &invoice::Model,
+    lines: &[billing::InvoiceLine],
+    currency: billing::Currency,
+) -> WorkflowResult<()> {
     let rows = lines
         .iter()
         .enumerate()
@@ -175,26 +173,35 @@ pub async fn replace_lines<C: ConnectionTrait>(
     Ok(())
 }
 
-/// A draft this step wrote, and its finalization when it was due at once.
-pub struct Written {
-    pub draft: invoice::Model,
-    pub finalized: Option<Finalized>,
-}
-
-/// Appends the audit entries of what [`write`] wrote:
-/// the draft, then its finalization.
-pub async fn audit_written<C: ConnectionTrait>(
+/// How a step that wrote drafts ends, before its commit: [`finalize_due`],
+/// then one audit append of each draft, each finalization and the step's
+/// own `entries`. Both serialize the organization's writers until commit,
+/// which is why they come last.
+pub async fn finish<C: ConnectionTrait>(
     txn: &C,
     org: &organization::Model,
     actor: Actor<'_>,
-    written: &Written,
+    drafts: &[&invoice::Model],
+    entries: Vec<AuditEntry<'_>>,
     now: DateTime<Utc>,
 ) -> WorkflowResult<()> {
-    audit::append(txn, &org.id, actor, audited(&written.draft), now).await?;
-    if let Some(finalized) = &written.finalized {
-        audit::append(txn, &org.id, actor, finalized.audited(), now).await?;
-    }
-    Ok(())
+    let finalized = finalize_due(txn, org, drafts, now).await?;
+    let mut all = audit_entries(drafts, &finalized);
+    all.extend(entries);
+    audit::append_all(txn, &org.id, actor, all, now).await
+}
+
+/// The audit entries of what [`write`] and [`finalize_due`] did: each
+/// draft, then each finalization.
+fn audit_entries<'a>(
+    drafts: &[&'a invoice::Model],
+    finalized: &'a [Finalized],
+) -> Vec<AuditEntry<'a>> {
+    drafts
+        .iter()
+        .map(|inv| audited(inv))
+        .chain(finalized.iter().map(Finalized::audited))
+        .collect()
 }
 
 /// The audit entry of a new draft.

@@ -40,10 +40,12 @@ pub async fn run(
         (&inv.subscription_id, closed_period_start(&inv.billing_key))
     {
         let sub = lock::subscription(&txn, sub_id).await?;
-        let (terms, _) = crate::subscriptions::terms(&txn, &org, &sub).await?;
+        let (terms, meters) = crate::subscriptions::terms(&txn, &org, &sub).await?;
         let n = inputs::period_number(&terms, period_start)?;
         let currency = inputs::currency(&org)?;
-        let mut lines = inputs::period_close_lines(&txn, &org, &sub, n, Some(&inv.id)).await?;
+        let mut lines =
+            inputs::period_close_lines(&txn, &org, &sub, (&terms, meters), n, Some(&inv.id))
+                .await?;
         let stored = lines_of(&txn, &org.id, vec![inv.id.clone()])
             .await?
             .remove(&inv.id)

@@ -92,18 +92,22 @@ pub fn pending_line(
 /// The lines of the invoice closing period `n`, from the core, before
 /// pending prorations are added. `excluding` leaves a draft's own lines out
 /// of "already billed" when that draft is being recomputed.
+/// `terms` are the subscription's ([`crate::subscriptions::terms`]).
 pub async fn period_close_lines<C: ConnectionTrait>(
     db: &C,
     org: &organization::Model,
     sub: &subscription::Model,
+    (terms, meters): (
+        &billing::SubscriptionTerms,
+        BTreeMap<String, billing::Meter>,
+    ),
     n: u32,
     excluding: Option<&str>,
 ) -> WorkflowResult<Vec<billing::InvoiceLine>> {
     let currency = currency(org)?;
-    let (terms, meters) = crate::subscriptions::terms(db, org, sub).await?;
-    let usage = usage_for_period(db, org, sub, &terms, meters, n).await?;
+    let usage = usage_for_period(db, org, sub, terms, meters, n).await?;
     let billed = billed_lines(db, org, &sub.id, excluding).await?;
-    Ok(billing::close_period(&terms, n, &usage, &billed, currency)?)
+    Ok(billing::close_period(terms, n, &usage, &billed, currency)?)
 }
 
 /// The number of the period that starts at `start`.

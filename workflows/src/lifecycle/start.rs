@@ -9,7 +9,7 @@ use entity::{InvoiceKind, SubscriptionStatus, organization, subscription};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 
-use crate::audit::{self, AuditEntry, snapshot};
+use crate::audit::{AuditEntry, snapshot};
 use crate::clock::{Clock, org_now};
 use crate::error::WorkflowError;
 use crate::jobs::{Job, JobKind, record_in_outbox};
@@ -68,20 +68,18 @@ pub async fn run(
         let close = Job::period_close(&org.id, &sub.id, first_period.start, first_period.end);
         record_in_outbox(&txn, &close, now).await?;
     }
-    // The audit chain is appended last (it serializes the organization's writers).
+    let drafts: Vec<&entity::invoice::Model> = invoice.iter().collect();
+    let mut entries = Vec::new();
     if activated {
-        let entry = AuditEntry {
+        entries.push(AuditEntry {
             action: "subscription.trial_ended",
             entity_type: "subscription",
             entity_id: &sub.id,
             before: snapshot(&before),
             after: snapshot(&sub),
-        };
-        audit::append(&txn, &org.id, &actor, entry, now).await?;
+        });
     }
-    if let Some(invoice) = &invoice {
-        draft::audit_written(&txn, &org, &actor, invoice, now).await?;
-    }
+    draft::finish(&txn, &org, &actor, &drafts, entries, now).await?;
     let outcome = if invoice.is_none() && !activated {
         StepOutcome::Skipped("first invoice already written, or nothing to bill".into())
     } else {
@@ -100,7 +98,7 @@ pub(crate) async fn ensure_first_invoice<C: sea_orm::ConnectionTrait>(
     org: &organization::Model,
     sub: &subscription::Model,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<draft::Written>, StepError> {
+) -> Result<Option<entity::invoice::Model>, StepError> {
     use sea_orm::PaginatorTrait;
     let written = entity::invoice::Entity::find()
         .filter(entity::invoice::Column::OrganizationId.eq(&org.id))
