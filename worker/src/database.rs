@@ -33,6 +33,13 @@ pub async fn connect_url(url: &str, max_connections: u32) -> Result<DatabaseConn
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30))
         .sqlx_logging(false)
+        // Statements are prepared once per connection and PostgreSQL may then
+        // switch to a generic plan, chosen without the parameter values and
+        // often while the tables were still small: an index lookup of one
+        // subscription's invoices became a scan of the organization's (10 ms
+        // at 10,000 subscriptions, growing). Valora's statements are small,
+        // so planning each execution (tens of microseconds) is the safe trade.
+        .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]))
         .map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
