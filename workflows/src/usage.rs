@@ -24,8 +24,8 @@ use entity::{Aggregation, Dec, customer, meter, organization, usage_event};
 use rust_decimal::Decimal;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QuerySelect, Set,
+    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QuerySelect, Set,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -392,13 +392,6 @@ async fn stored_hashes<C: ConnectionTrait>(
     keys.dedup();
     if keys.is_empty() {
         return Ok(HashMap::new());
-    }
-    if db.get_database_backend() == DbBackend::Postgres {
-        // A reused generic plan for `key IN ($2 … $1001)` scanned all the
-        // organization's events (6 s at 200k rows, docs/benchmarks.md):
-        // plan each lookup for its own keys, for this transaction only.
-        db.execute_unprepared("SET LOCAL plan_cache_mode = force_custom_plan")
-            .await?;
     }
     let mut stored = HashMap::new();
     for chunk in keys.chunks(LOOKUP_CHUNK) {

@@ -107,8 +107,7 @@ pub async fn run(
                 .exec(&txn)
                 .await?;
         }
-        let drafts: Vec<&entity::invoice::Model> = invoice.iter().collect();
-        draft::finish(&txn, &org, &actor, &drafts, Vec::new(), now).await?;
+        draft::finish(&txn, &org, &actor, &invoice, Vec::new(), now).await?;
         return commit_step(txn, job, clock, StepOutcome::Done).await;
     }
 
@@ -146,8 +145,7 @@ pub async fn run(
                 },
             )
             .await?;
-            let drafts: Vec<&entity::invoice::Model> = invoice.iter().collect();
-            draft::finish(&txn, &org, &actor, &drafts, Vec::new(), now).await?;
+            draft::finish(&txn, &org, &actor, &invoice, Vec::new(), now).await?;
         }
     }
     commit_step(txn, job, clock, StepOutcome::Done).await

@@ -118,7 +118,6 @@ pub async fn run(
         let next = Job::period_close(&org.id, &sub.id, next_start, next_end);
         record_in_outbox(&txn, &next, now).await?;
     }
-    let drafts: Vec<&entity::invoice::Model> = first.iter().chain(&invoice).collect();
     let entry = AuditEntry {
         action: if ends_here {
             "subscription.ended"
@@ -130,7 +129,15 @@ pub async fn run(
         before: snapshot(&sub),
         after: snapshot(&after),
     };
-    draft::finish(&txn, &org, &actor, &drafts, vec![entry], now).await?;
+    draft::finish(
+        &txn,
+        &org,
+        &actor,
+        first.iter().chain(&invoice),
+        vec![entry],
+        now,
+    )
+    .await?;
     commit_step(txn, job, clock, StepOutcome::Done).await
 }
 

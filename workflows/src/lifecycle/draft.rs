@@ -177,16 +177,17 @@ async fn insert_lines<C: ConnectionTrait>(
 /// then one audit append of each draft, each finalization and the step's
 /// own `entries`. Both serialize the organization's writers until commit,
 /// which is why they come last.
-pub async fn finish<C: ConnectionTrait>(
+pub async fn finish<'a, C: ConnectionTrait>(
     txn: &C,
     org: &organization::Model,
     actor: Actor<'_>,
-    drafts: &[&invoice::Model],
+    drafts: impl IntoIterator<Item = &'a invoice::Model>,
     entries: Vec<AuditEntry<'_>>,
     now: DateTime<Utc>,
 ) -> WorkflowResult<()> {
-    let finalized = finalize_due(txn, org, drafts, now).await?;
-    let mut all = audit_entries(drafts, &finalized);
+    let drafts: Vec<&invoice::Model> = drafts.into_iter().collect();
+    let finalized = finalize_due(txn, org, &drafts, now).await?;
+    let mut all = audit_entries(&drafts, &finalized);
     all.extend(entries);
     audit::append_all(txn, &org.id, actor, all, now).await
 }

@@ -68,7 +68,6 @@ pub async fn run(
         let close = Job::period_close(&org.id, &sub.id, first_period.start, first_period.end);
         record_in_outbox(&txn, &close, now).await?;
     }
-    let drafts: Vec<&entity::invoice::Model> = invoice.iter().collect();
     let mut entries = Vec::new();
     if activated {
         entries.push(AuditEntry {
@@ -79,7 +78,7 @@ pub async fn run(
             after: snapshot(&sub),
         });
     }
-    draft::finish(&txn, &org, &actor, &drafts, entries, now).await?;
+    draft::finish(&txn, &org, &actor, &invoice, entries, now).await?;
     let outcome = if invoice.is_none() && !activated {
         StepOutcome::Skipped("first invoice already written, or nothing to bill".into())
     } else {
