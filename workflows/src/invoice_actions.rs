@@ -168,20 +168,26 @@ fn illegal(invoice: &invoice::Model, action: &str, allowed: &str) -> WorkflowErr
     ))
 }
 
-/// Next gapless number of `(org, year)`: one atomic upsert on
+/// The next `count` gapless numbers of `(org, year)`: one atomic upsert on
 /// `invoice_sequences`, inside the caller's transaction (the row stays
 /// locked until it commits, so numbers are gapless and never reused).
-async fn next_number<C: ConnectionTrait>(txn: &C, org: &str, year: i32) -> WorkflowResult<i64> {
+/// Returns the first of them.
+async fn take_numbers<C: ConnectionTrait>(
+    txn: &C,
+    org: &str,
+    year: i32,
+    count: i64,
+) -> WorkflowResult<i64> {
     let backend = txn.get_database_backend();
     let sql = match backend {
         DbBackend::Postgres => {
-            "INSERT INTO invoice_sequences (organization_id, year, last_seq) VALUES ($1, $2, 1) \
-             ON CONFLICT (organization_id, year) DO UPDATE SET last_seq = invoice_sequences.last_seq + 1 \
+            "INSERT INTO invoice_sequences (organization_id, year, last_seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (organization_id, year) DO UPDATE SET last_seq = invoice_sequences.last_seq + $3 \
              RETURNING last_seq"
         }
         _ => {
-            "INSERT INTO invoice_sequences (organization_id, year, last_seq) VALUES (?, ?, 1) \
-             ON CONFLICT (organization_id, year) DO UPDATE SET last_seq = invoice_sequences.last_seq + 1 \
+            "INSERT INTO invoice_sequences (organization_id, year, last_seq) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (organization_id, year) DO UPDATE SET last_seq = invoice_sequences.last_seq + ?3 \
              RETURNING last_seq"
         }
     };
@@ -189,11 +195,11 @@ async fn next_number<C: ConnectionTrait>(txn: &C, org: &str, year: i32) -> Workf
         .query_one_raw(Statement::from_sql_and_values(
             backend,
             sql,
-            [org.into(), year.into()],
+            [org.into(), year.into(), count.into()],
         ))
         .await?
         .ok_or_else(|| WorkflowError::Internal("invoice sequence returned no row".into()))?;
-    Ok(row.try_get::<i64>("", "last_seq")?)
+    Ok(row.try_get::<i64>("", "last_seq")? - count + 1)
 }
 
 /// Finalizes a DRAFT: freezes its lines, assigns the next gapless number
@@ -242,14 +248,30 @@ pub async fn freeze<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> WorkflowResult<Finalized> {
     let inv = find_invoice(txn, &org.id, invoice_id).await?;
-    if inv.status != InvoiceStatus::Draft {
-        return Err(illegal(&inv, "finalize", "DRAFT"));
-    }
-    let currency = currency_of(&inv.currency)?;
     let lines = lines_of(txn, &org.id, vec![inv.id.clone()])
         .await?
         .remove(&inv.id)
         .unwrap_or_default();
+    let mut finalized = vec![freeze_unnumbered(txn, org, inv, &lines, now).await?];
+    number(txn, org, &mut finalized).await?;
+    Ok(finalized.remove(0))
+}
+
+/// The first half of [`freeze`], for an invoice and lines as stored:
+/// everything but the number. The invoice is OPEN (or PAID) inside the
+/// transaction, without a number until [`number`] gives it one, which must
+/// happen before commit.
+pub async fn freeze_unnumbered<C: ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    inv: invoice::Model,
+    lines: &[invoice_line::Model],
+    now: DateTime<Utc>,
+) -> WorkflowResult<Finalized> {
+    if inv.status != InvoiceStatus::Draft {
+        return Err(illegal(&inv, "finalize", "DRAFT"));
+    }
+    let currency = currency_of(&inv.currency)?;
     let computed = billing::Invoice::from_lines(
         lines.iter().map(|l| billing_line(currency, l)).collect(),
         currency,
@@ -264,18 +286,12 @@ pub async fn freeze<C: ConnectionTrait>(
     if !paid_now {
         record_in_outbox(txn, &Job::invoice_overdue(&org.id, &inv.id, due_at), now).await?;
     }
-    // The number last: its sequence row stays locked until commit.
-    let year = now.with_timezone(&org_tz(org)?).year();
-    let seq = next_number(txn, &org.id, year).await?;
     let updated = invoice::Model {
         status: if paid_now {
             InvoiceStatus::Paid
         } else {
             InvoiceStatus::Open
         },
-        number: Some(format!("{}-{year}-{seq:06}", org.invoice_prefix)),
-        number_year: Some(year),
-        number_seq: Some(seq),
         subtotal_minor: currency.to_minor_units(computed.subtotal)?,
         total_minor,
         period_start: Some(computed.period_start),
@@ -293,9 +309,6 @@ pub async fn freeze<C: ConnectionTrait>(
             invoice::Column::Status,
             sea_orm::sea_query::Expr::value(updated.status),
         )
-        .col_expr(invoice::Column::Number, updated.number.clone().into())
-        .col_expr(invoice::Column::NumberYear, updated.number_year.into())
-        .col_expr(invoice::Column::NumberSeq, updated.number_seq.into())
         .col_expr(
             invoice::Column::SubtotalMinor,
             updated.subtotal_minor.into(),
@@ -322,6 +335,69 @@ pub async fn freeze<C: ConnectionTrait>(
         before: inv,
         after: updated,
     })
+}
+
+/// The second half of [`freeze`]: numbers `finalized`, in order, with the
+/// next gapless numbers `{prefix}-{YYYY}-{seq:06}` of the year each was
+/// finalized in (organization timezone): one sequence update and one
+/// invoice update per year. Call it last: the sequence row stays locked
+/// until commit.
+pub async fn number<C: ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    finalized: &mut [Finalized],
+) -> WorkflowResult<()> {
+    let tz = org_tz(org)?;
+    let mut years: Vec<i32> = Vec::new();
+    for f in finalized.iter() {
+        let at = f.after.finalized_at.ok_or_else(|| {
+            WorkflowError::Internal(format!("invoice {} is not finalized", f.after.id))
+        })?;
+        let year = at.with_timezone(&tz).year();
+        if !years.contains(&year) {
+            years.push(year);
+        }
+    }
+    for year in years {
+        let of_year: Vec<&mut Finalized> = finalized
+            .iter_mut()
+            .filter(|f| {
+                f.after
+                    .finalized_at
+                    .is_some_and(|at| at.with_timezone(&tz).year() == year)
+            })
+            .collect();
+        let count = i64::try_from(of_year.len())
+            .map_err(|_| WorkflowError::Internal("too many invoices".into()))?;
+        let first = take_numbers(txn, &org.id, year, count).await?;
+        let mut numbers = sea_orm::sea_query::CaseStatement::new();
+        let mut seqs = sea_orm::sea_query::CaseStatement::new();
+        let mut ids = Vec::with_capacity(of_year.len());
+        for (seq, f) in (first..).zip(of_year) {
+            let text = format!("{}-{year}-{seq:06}", org.invoice_prefix);
+            numbers = numbers.case(invoice::Column::Id.eq(&f.after.id), text.clone());
+            seqs = seqs.case(invoice::Column::Id.eq(&f.after.id), seq);
+            f.after.number = Some(text);
+            f.after.number_year = Some(year);
+            f.after.number_seq = Some(seq);
+            ids.push(f.after.id.clone());
+        }
+        let expected = ids.len() as u64;
+        let result = invoice::Entity::update_many()
+            .col_expr(invoice::Column::Number, numbers.into())
+            .col_expr(invoice::Column::NumberYear, Some(year).into())
+            .col_expr(invoice::Column::NumberSeq, seqs.into())
+            .filter(invoice::Column::Id.is_in(ids))
+            .filter(invoice::Column::Number.is_null())
+            .exec(txn)
+            .await?;
+        if result.rows_affected != expected {
+            return Err(WorkflowError::conflict(
+                "an invoice was numbered concurrently, retry".to_string(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `finalizeInvoice`: [`finalize`] in its own transaction.

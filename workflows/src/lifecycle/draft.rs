@@ -13,7 +13,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use crate::audit::{self, Actor, AuditEntry, snapshot};
 use crate::error::{WorkflowError, WorkflowResult};
 use crate::ids::new_id;
-use crate::invoice_actions::{Finalized, entity_line_kind, freeze};
+use crate::invoice_actions::{Finalized, entity_line_kind, freeze_unnumbered, lines_of, number};
 use crate::jobs::{Job, record_in_outbox};
 use crate::lifecycle::inputs::currency;
 
@@ -110,12 +110,21 @@ async fn finalize_due<C: ConnectionTrait>(
     drafts: &[&invoice::Model],
     now: DateTime<Utc>,
 ) -> WorkflowResult<Vec<Finalized>> {
-    let mut finalized = Vec::new();
-    for inv in drafts {
-        if let Some(at) = inv.finalize_at.filter(|at| *at <= now) {
-            finalized.push(freeze(txn, org, &inv.id, at).await?);
-        }
+    let due: Vec<(&invoice::Model, DateTime<Utc>)> = drafts
+        .iter()
+        .filter_map(|inv| inv.finalize_at.filter(|at| *at <= now).map(|at| (*inv, at)))
+        .collect();
+    // The drafts are the rows this step wrote; their lines are read in one go.
+    let ids = due.iter().map(|(inv, _)| inv.id.clone()).collect();
+    let mut lines = lines_of(txn, &org.id, ids).await?;
+    let mut finalized = Vec::with_capacity(due.len());
+    for (inv, at) in due {
+        let lines = lines.remove(&inv.id).unwrap_or_default();
+        finalized.push(freeze_unnumbered(txn, org, inv.clone(), &lines, at).await?);
     }
+    // All of a batch's numbers at once, at the end: the sequence row they
+    // lock serializes the organization's closes until commit.
+    number(txn, org, &mut finalized).await?;
     Ok(finalized)
 }
 
