@@ -24,6 +24,9 @@ pub async fn connect(config: &Config) -> Result<DatabaseConnection, DbErr> {
     connect_url(&config.database_url, pool_size(config)).await
 }
 
+/// Prepared statements kept per PostgreSQL connection.
+const STATEMENT_CACHE: usize = 1_000;
+
 /// Connects to a database URL with Valora's connection settings.
 pub async fn connect_url(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
@@ -39,7 +42,14 @@ pub async fn connect_url(url: &str, max_connections: u32) -> Result<DatabaseConn
         // subscription's invoices became a scan of the organization's (10 ms
         // at 10,000 subscriptions, growing). Valora's statements are small,
         // so planning each execution (tens of microseconds) is the safe trade.
-        .map_sqlx_postgres_opts(|opts| opts.options([("plan_cache_mode", "force_custom_plan")]))
+        //
+        // Batched statements (IN lists, multi-row inserts) have one text per
+        // size, several hundred in all: a cache of sqlx's default 100 per
+        // connection evicted the hot statements and prepared them again.
+        .map_sqlx_postgres_opts(|opts| {
+            opts.options([("plan_cache_mode", "force_custom_plan")])
+                .statement_cache_capacity(STATEMENT_CACHE)
+        })
         .map_sqlx_sqlite_opts(|opts| {
             opts.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
