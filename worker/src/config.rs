@@ -72,6 +72,10 @@ pub struct JobSettings {
     pub sweep_batch: u64,
     /// Outbox rows per relay round (`VALORA_RELAY_BATCH`, default 500).
     pub relay_batch: u64,
+    /// Most period closes of one organization a worker runs in one
+    /// transaction (`VALORA_CLOSE_BATCH`, default 32; 1 = one by one): the
+    /// delivered job plus due ones claimed beside it.
+    pub close_batch: u64,
     /// Per-job timeout (`VALORA_JOB_TIMEOUT_SECS`, default 60).
     pub job_timeout: Duration,
     /// Attempts before a job is DEAD (`VALORA_JOB_MAX_ATTEMPTS`, default 8).
@@ -102,6 +106,7 @@ impl Default for JobSettings {
             sweep_interval: Duration::from_millis(1000),
             sweep_batch: 500,
             relay_batch: 500,
+            close_batch: 32,
             job_timeout: Duration::from_secs(60),
             max_attempts: 8,
             retry_base: Duration::from_millis(1000),
@@ -160,6 +165,9 @@ impl JobSettings {
         }
         if let Some(v) = num::<u64>(lookup, "VALORA_RELAY_BATCH")? {
             s.relay_batch = v.max(1);
+        }
+        if let Some(v) = num::<u64>(lookup, "VALORA_CLOSE_BATCH")? {
+            s.close_batch = v.clamp(1, 1_000);
         }
         if let Some(v) = num::<u64>(lookup, "VALORA_JOB_TIMEOUT_SECS")? {
             s.job_timeout = Duration::from_secs(v.max(1));

@@ -30,10 +30,11 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use entity::{JobState, job_run};
 use sea_orm::ExprTrait;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TryInsertResult,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TryInsertResult,
+    UpdateMany,
 };
 use workflows::jobs::Job;
 
@@ -207,7 +208,77 @@ pub async fn claim<C: ConnectionTrait>(
                 .add(job_run::Column::State.eq(JobState::Running))
                 .add(job_run::Column::NextAttemptAt.lt(now)),
         );
-    let result = job_run::Entity::update_many()
+    let update = to_running(now, lease_until)
+        .filter(job_run::Column::JobKey.eq(key))
+        .filter(claimable)
+        .filter(Expr::col(job_run::Column::Attempts).lt(Expr::col(job_run::Column::MaxAttempts)));
+    if db.support_returning() {
+        return Ok(update.exec_with_returning(db).await?.pop());
+    }
+    if update.exec(db).await?.rows_affected != 1 {
+        return Ok(None);
+    }
+    find(db, key).await
+}
+
+/// Claims, beside `job`, up to `limit` more QUEUED jobs of its kind and
+/// organization that are due at `org_now`, oldest first, for one batch
+/// (see `workflows::lifecycle::close::run_batch`). Rows another worker is
+/// claiming are skipped, not waited for. Returns the claimed rows.
+pub async fn claim_companions(
+    db: &DatabaseConnection,
+    job: &Job,
+    org_now: DateTime<Utc>,
+    now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<job_run::Model>, DbErr> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let txn = workflows::txn::begin_write(db).await?;
+    let mut pick = job_run::Entity::find()
+        .filter(job_run::Column::Kind.eq(job.kind.as_str()))
+        .filter(job_run::Column::OrganizationId.eq(job.organization_id.as_str()))
+        .filter(job_run::Column::State.eq(JobState::Queued))
+        .filter(job_run::Column::RunAt.lte(org_now))
+        .filter(job_run::Column::JobKey.ne(job.key.as_str()))
+        .filter(Expr::col(job_run::Column::Attempts).lt(Expr::col(job_run::Column::MaxAttempts)))
+        .order_by_asc(job_run::Column::RunAt)
+        .limit(limit);
+    if db.get_database_backend() == DatabaseBackend::Postgres {
+        pick = pick.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let picked = pick.all(&txn).await?;
+    if picked.is_empty() {
+        txn.commit().await?;
+        return Ok(picked);
+    }
+    // The rows are locked (PostgreSQL) or the database is (SQLite): the
+    // update moves exactly them.
+    to_running(now, lease_until)
+        .filter(job_run::Column::Id.is_in(picked.iter().map(|r| r.id.clone())))
+        .filter(job_run::Column::State.eq(JobState::Queued))
+        .exec(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(picked
+        .into_iter()
+        .map(|row| job_run::Model {
+            state: JobState::Running,
+            attempts: row.attempts + 1,
+            started_at: Some(now),
+            finished_at: None,
+            next_attempt_at: Some(lease_until),
+            updated_at: now,
+            ..row
+        })
+        .collect())
+}
+
+/// The update of a claim: RUNNING under a new lease, one more attempt.
+fn to_running(now: DateTime<Utc>, lease_until: DateTime<Utc>) -> UpdateMany<job_run::Entity> {
+    job_run::Entity::update_many()
         .col_expr(job_run::Column::State, Expr::value(JobState::Running))
         .col_expr(
             job_run::Column::Attempts,
@@ -223,15 +294,6 @@ pub async fn claim<C: ConnectionTrait>(
             Expr::value(Some(lease_until)),
         )
         .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
-        .filter(job_run::Column::JobKey.eq(key))
-        .filter(claimable)
-        .filter(Expr::col(job_run::Column::Attempts).lt(Expr::col(job_run::Column::MaxAttempts)))
-        .exec(db)
-        .await?;
-    if result.rows_affected != 1 {
-        return Ok(None);
-    }
-    find(db, key).await
 }
 
 /// Gives a claimed job back without counting the attempt (it was not due yet):

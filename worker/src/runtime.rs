@@ -177,13 +177,6 @@ impl Runtime {
 
     async fn try_execute(&self, job: &Job) -> Result<(), DbErr> {
         let now = self.now();
-        let org = retry_db(|| {
-            organization::Entity::find_by_id(job.organization_id.as_str()).one(&self.db)
-        })
-        .await?;
-        let org_now = org
-            .as_ref()
-            .map_or(now, |o| org_now(o, self.clock.as_ref()));
         let timeout = self.timeout_for(job.kind);
         let lease_until = now + chrono(timeout + self.settings.lease_margin);
         let Some(claimed) =
@@ -194,32 +187,49 @@ impl Runtime {
             tracing::debug!(job = %job.key, "delivered job is not claimable (done, running or dead): acked");
             return Ok(());
         };
+        let org = retry_db(|| {
+            organization::Entity::find_by_id(job.organization_id.as_str()).one(&self.db)
+        })
+        .await?;
+        let org_now = org
+            .as_ref()
+            .map_or(now, |o| org_now(o, self.clock.as_ref()));
         if job.run_at > org_now {
             // Delivered early (a stale duplicate): give it back for the scheduled scan.
             retry_db(|| job_runs::release(&self.db, &claimed, now)).await?;
             return Ok(());
         }
+        let companions = match self.steps.batches(job.kind) {
+            true if self.settings.close_batch > 1 => {
+                let limit = self.settings.close_batch - 1;
+                retry_db(|| {
+                    job_runs::claim_companions(&self.db, job, org_now, now, lease_until, limit)
+                })
+                .await?
+            }
+            _ => Vec::new(),
+        };
+        if companions.is_empty() {
+            return self.run_claimed(job, &claimed).await;
+        }
+        let mut batch = vec![(job.clone(), claimed)];
+        for row in companions {
+            batch.push((job_of(&row)?, row));
+        }
+        self.run_batch(batch).await
+    }
+
+    /// Runs the step of one claimed job and records its outcome.
+    async fn run_claimed(&self, job: &Job, claimed: &job_run::Model) -> Result<(), DbErr> {
         self.stats.claims.fetch_add(1, Ordering::Relaxed);
+        let timeout = self.timeout_for(job.kind);
         let span = tracing::info_span!("job", key = %job.key, kind = %job.kind, org = %job.organization_id, subject = %job.subject_id, attempt = claimed.attempts);
         let started = Instant::now();
-        // A panicking step is a failed attempt like any other (retried, then DEAD).
-        let step = AssertUnwindSafe(
-            self.steps
-                .run(&self.db, self.clock.as_ref(), job)
-                .instrument(span.clone()),
-        )
-        .catch_unwind()
-        .map(|caught| {
-            caught.unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(StepError::Transient(format!("step panicked: {message}")))
-            })
-        });
-        let result = tokio::time::timeout(timeout, step).await;
+        let step = self
+            .steps
+            .run(&self.db, self.clock.as_ref(), job)
+            .instrument(span.clone());
+        let result = tokio::time::timeout(timeout, caught(step)).await;
         let seconds = started.elapsed().as_secs_f64();
         let failure = match result {
             Ok(Ok(outcome)) => {
@@ -227,13 +237,7 @@ impl Runtime {
                 // that did not (harmless when it did).
                 retry_db(|| workflows::job_runs::mark_succeeded(&self.db, &job.key, self.now()))
                     .await?;
-                let label = match outcome {
-                    StepOutcome::Done => "succeeded",
-                    StepOutcome::AlreadyDone => "already_done",
-                    StepOutcome::Skipped(_) => "skipped",
-                };
-                metrics::job_finished(job.kind, label, seconds);
-                tracing::info!(parent: &span, seconds, outcome = label, "job finished");
+                finished(job, &outcome, seconds, &span);
                 return Ok(());
             }
             Ok(Err(e)) => {
@@ -255,7 +259,7 @@ impl Runtime {
         let state = retry_db(|| {
             job_runs::fail(
                 &self.db,
-                &claimed,
+                claimed,
                 &error,
                 failure.is_permanent(),
                 delay,
@@ -273,6 +277,75 @@ impl Runtime {
         tracing::warn!(parent: &span, error = %failure, attempt = claimed.attempts, outcome = label, ?retry_in, "job failed");
         Ok(())
     }
+
+    /// Runs claimed jobs of one organization in one transaction (a batching
+    /// step). The batch commits as a whole or not at all; when it fails,
+    /// each job runs on its own, so one bad job costs the others nothing
+    /// but a second try and gets its own error and retries.
+    async fn run_batch(&self, batch: Vec<(Job, job_run::Model)>) -> Result<(), DbErr> {
+        let jobs: Vec<Job> = batch.iter().map(|(job, _)| job.clone()).collect();
+        let kind = jobs[0].kind;
+        self.stats
+            .claims
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        let timeout = self.timeout_for(kind);
+        let span = tracing::info_span!("job_batch", kind = %kind, org = %jobs[0].organization_id, jobs = jobs.len());
+        let started = Instant::now();
+        let step = self
+            .steps
+            .run_batch(&self.db, self.clock.as_ref(), &jobs)
+            .instrument(span.clone());
+        let failure = match tokio::time::timeout(timeout, caught(step)).await {
+            Ok(Ok(outcomes)) if outcomes.len() == jobs.len() => {
+                let seconds = started.elapsed().as_secs_f64();
+                for (job, outcome) in jobs.iter().zip(&outcomes) {
+                    finished(job, outcome, seconds, &span);
+                }
+                return Ok(());
+            }
+            Ok(Ok(outcomes)) => format!("{} outcomes for {} jobs", outcomes.len(), jobs.len()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("timed out after {timeout:?}"),
+        };
+        metrics::job_error(kind, "batch");
+        tracing::warn!(parent: &span, error = %failure, "batch failed; running its jobs one by one");
+        self.stats
+            .claims
+            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+        for (job, claimed) in &batch {
+            self.run_claimed(job, claimed).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A step's future with a panic turned into a failed attempt like any other
+/// (retried, then DEAD).
+async fn caught<T>(
+    step: impl std::future::Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
+    AssertUnwindSafe(step)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(StepError::Transient(format!("step panicked: {message}")))
+        })
+}
+
+/// Metrics and log line of a job whose step succeeded.
+fn finished(job: &Job, outcome: &StepOutcome, seconds: f64, span: &tracing::Span) {
+    let label = match outcome {
+        StepOutcome::Done => "succeeded",
+        StepOutcome::AlreadyDone => "already_done",
+        StepOutcome::Skipped(_) => "skipped",
+    };
+    metrics::job_finished(job.kind, label, seconds);
+    tracing::info!(parent: span, job = %job.key, seconds, outcome = label, "job finished");
 }
 
 /// Delays between tries of a ledger statement (connection loss, pool

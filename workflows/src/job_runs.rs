@@ -1,7 +1,7 @@
 //! The job-runs ledger, as seen from inside a step's transaction.
 //!
 //! The worker machinery owns the rest of the state machine (`worker::job_runs`);
-//! steps only ever need [`mark_succeeded`].
+//! steps only ever need [`mark_succeeded`] (or, for a batch, [`mark_all_succeeded`]).
 
 use chrono::{DateTime, Utc};
 use entity::{JobState, job_run};
@@ -18,6 +18,16 @@ pub async fn mark_succeeded<C: ConnectionTrait>(
     job_key: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
+    Ok(mark_all_succeeded(txn, [job_key], now).await? == 1)
+}
+
+/// [`mark_succeeded`] for several keys in one statement; returns how many
+/// rows moved (fewer than the keys when some were not RUNNING).
+pub async fn mark_all_succeeded<'k, C: ConnectionTrait>(
+    txn: &C,
+    job_keys: impl IntoIterator<Item = &'k str>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbErr> {
     let result = job_run::Entity::update_many()
         .col_expr(job_run::Column::State, Expr::value(JobState::Succeeded))
         .col_expr(job_run::Column::FinishedAt, Expr::value(Some(now)))
@@ -26,9 +36,9 @@ pub async fn mark_succeeded<C: ConnectionTrait>(
             job_run::Column::NextAttemptAt,
             Expr::value(Option::<DateTime<Utc>>::None),
         )
-        .filter(job_run::Column::JobKey.eq(job_key))
+        .filter(job_run::Column::JobKey.is_in(job_keys))
         .filter(job_run::Column::State.eq(JobState::Running))
         .exec(txn)
         .await?;
-    Ok(result.rows_affected == 1)
+    Ok(result.rows_affected)
 }

@@ -575,6 +575,63 @@ pub async fn subscriptions_of_customers<C: ConnectionTrait>(
     }))
 }
 
+/// The plans a transaction has read, with their versions and prices, so a
+/// step closing many subscriptions of the same few plans reads each plan
+/// once. Valid only inside the transaction that filled it: versions can be
+/// added to a plan later, and another transaction would not see them.
+#[derive(Default)]
+pub struct Plans {
+    plans: HashMap<String, plan::Model>,
+    versions: HashMap<String, Vec<plan_version::Model>>,
+    prices: BTreeMap<String, Vec<crate::catalog::PriceView>>,
+}
+
+impl Plans {
+    async fn plan<C: ConnectionTrait>(
+        &mut self,
+        db: &C,
+        org: &str,
+        id: &str,
+    ) -> WorkflowResult<plan::Model> {
+        if let Some(plan) = self.plans.get(id) {
+            return Ok(plan.clone());
+        }
+        let plan = find_plan(db, org, id).await?;
+        self.plans.insert(id.to_string(), plan.clone());
+        Ok(plan)
+    }
+
+    /// Reads the versions and prices of those of `plan_ids` not read yet.
+    async fn read_versions<C: ConnectionTrait>(
+        &mut self,
+        db: &C,
+        plan_ids: &BTreeSet<String>,
+    ) -> WorkflowResult<()> {
+        let missing: Vec<String> = plan_ids
+            .iter()
+            .filter(|id| !self.versions.contains_key(*id))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let versions = plan_version::Entity::find()
+            .filter(plan_version::Column::PlanId.is_in(missing.iter().cloned()))
+            .all(db)
+            .await?;
+        let version_ids: Vec<String> = versions.iter().map(|v| v.id.clone()).collect();
+        self.prices
+            .extend(prices_of_versions(db, &version_ids).await?);
+        for id in missing {
+            self.versions.entry(id).or_default();
+        }
+        for v in versions {
+            self.versions.entry(v.plan_id.clone()).or_default().push(v);
+        }
+        Ok(())
+    }
+}
+
 /// Everything billing needs about a subscription: its schedule, its phases
 /// (plan versions × recorded changes, including a pending PERIOD_END change)
 /// and its end of service, plus the meters its prices use.
@@ -583,7 +640,17 @@ pub async fn terms<C: ConnectionTrait>(
     org: &organization::Model,
     sub: &subscription::Model,
 ) -> WorkflowResult<(billing::SubscriptionTerms, BTreeMap<String, billing::Meter>)> {
-    let plan = find_plan(db, &org.id, &sub.plan_id).await?;
+    terms_with(db, org, sub, &mut Plans::default()).await
+}
+
+/// [`terms`], reading plans through `plans` (see [`Plans`]).
+pub async fn terms_with<C: ConnectionTrait>(
+    db: &C,
+    org: &organization::Model,
+    sub: &subscription::Model,
+    plans: &mut Plans,
+) -> WorkflowResult<(billing::SubscriptionTerms, BTreeMap<String, billing::Meter>)> {
+    let plan = plans.plan(db, &org.id, &sub.plan_id).await?;
     let schedule = schedule(org, &plan, sub.billing_anchor, sub.period_anchor)?;
     let changes: Vec<subscription_change::Model> = subscription_change::Entity::find()
         .filter(subscription_change::Column::SubscriptionId.eq(&sub.id))
@@ -594,19 +661,13 @@ pub async fn terms<C: ConnectionTrait>(
         .await?;
     let mut plan_ids: BTreeSet<String> = changes.iter().map(|c| c.plan_id.clone()).collect();
     plan_ids.insert(sub.plan_id.clone());
-    let versions = plan_version::Entity::find()
-        .filter(plan_version::Column::PlanId.is_in(plan_ids.iter().cloned()))
-        .all(db)
-        .await?;
-    let mut versions_by_plan: HashMap<String, Vec<plan_version::Model>> = HashMap::new();
-    for v in &versions {
-        versions_by_plan
-            .entry(v.plan_id.clone())
-            .or_default()
-            .push(v.clone());
-    }
-    let version_ids: Vec<String> = versions.iter().map(|v| v.id.clone()).collect();
-    let prices = prices_of_versions(db, &version_ids).await?;
+    plans.read_versions(db, &plan_ids).await?;
+    let versions_by_plan = &plans.versions;
+    let versions = plan_ids
+        .iter()
+        .filter_map(|id| versions_by_plan.get(id))
+        .flatten();
+    let prices = &plans.prices;
 
     let start = schedule.start;
     let mut instants: BTreeSet<DateTime<Utc>> = BTreeSet::new();
@@ -617,12 +678,7 @@ pub async fn terms<C: ConnectionTrait>(
             .map(|c| c.effective_at)
             .filter(|t| *t > start),
     );
-    instants.extend(
-        versions
-            .iter()
-            .map(|v| v.effective_from)
-            .filter(|t| *t > start),
-    );
+    instants.extend(versions.map(|v| v.effective_from).filter(|t| *t > start));
 
     let mut meters = BTreeMap::new();
     let mut phases: Vec<billing::Phase> = Vec::new();

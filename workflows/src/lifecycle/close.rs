@@ -10,10 +10,10 @@
 //! jumped ahead), its close is queued at once: missed periods close one by
 //! one, in order.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use entity::{
-    InvoiceKind, SubscriptionChangeKind, SubscriptionStatus, pending_invoice_item, subscription,
-    subscription_change,
+    InvoiceKind, SubscriptionChangeKind, SubscriptionStatus, invoice, organization,
+    pending_invoice_item, subscription, subscription_change,
 };
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -23,25 +23,117 @@ use sea_orm::{
 use crate::audit::{AuditEntry, snapshot};
 use crate::clock::{Clock, org_now};
 use crate::error::WorkflowError;
-use crate::jobs::{Job, record_in_outbox};
+use crate::jobs::{Job, JobKind, record_in_outbox};
 use crate::lifecycle::start::ensure_first_invoice;
-use crate::lifecycle::{actor, commit_step, draft, inputs, lock, not_due};
+use crate::lifecycle::{actor, commit_steps, draft, inputs, lock, not_due};
 use crate::steps::{StepError, StepOutcome};
+use crate::subscriptions::{Plans, terms_with};
 use crate::tenancy::load_org;
 
-/// The step of `period_close` jobs.
+/// The step of `period_close` jobs: a batch of one.
 pub async fn run(
     db: &DatabaseConnection,
     clock: &dyn Clock,
     job: &Job,
 ) -> Result<StepOutcome, StepError> {
+    let mut outcomes = run_batch(db, clock, std::slice::from_ref(job)).await?;
+    Ok(outcomes.pop().unwrap_or(StepOutcome::AlreadyDone))
+}
+
+/// Closes the periods of several `period_close` jobs of one organization in
+/// one transaction, with one invoice-number range, one audit append and one
+/// commit, which is what makes the first of the month fast. Each close is
+/// the one [`run`] makes; the batch takes effect as a whole or not at all,
+/// so any error leaves every job as it was (the worker then runs them one by
+/// one). Returns the outcomes in the order of `jobs`.
+pub async fn run_batch(
+    db: &DatabaseConnection,
+    clock: &dyn Clock,
+    jobs: &[Job],
+) -> Result<Vec<StepOutcome>, StepError> {
+    let Some(first) = jobs.first() else {
+        return Ok(Vec::new());
+    };
+    if jobs
+        .iter()
+        .any(|j| j.kind != JobKind::PeriodClose || j.organization_id != first.organization_id)
+    {
+        return Err(StepError::Permanent(
+            "a close batch holds period_close jobs of one organization".into(),
+        ));
+    }
     let txn = crate::txn::begin_write(db).await?;
-    let sub = lock::subscription(&txn, &job.subject_id).await?;
-    let org = load_org(&txn, &sub.organization_id).await?;
+    let org = load_org(&txn, &first.organization_id).await?;
     let now = org_now(&org, clock);
+    // Subscriptions locked in one order, so two batches never wait on each other in a cycle.
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by(|a, b| jobs[*a].subject_id.cmp(&jobs[*b].subject_id));
+    let mut plans = Plans::default();
+    let mut outcomes = vec![StepOutcome::AlreadyDone; jobs.len()];
+    let mut drafts = Vec::new();
+    let mut moved = Vec::new();
+    for i in order {
+        let closed = close(&txn, &org, now, &jobs[i], &mut plans).await?;
+        outcomes[i] = closed.outcome;
+        drafts.extend(closed.drafts);
+        moved.extend(closed.moved);
+    }
+    let entries = moved.iter().map(Moved::audited).collect();
+    draft::finish(&txn, &org, &actor(first), &drafts, entries, now).await?;
+    commit_steps(txn, jobs, clock, outcomes).await
+}
+
+/// What closing one period wrote, for the batch's shared ending.
+struct Closed {
+    outcome: StepOutcome,
+    drafts: Vec<invoice::Model>,
+    moved: Option<Moved>,
+}
+
+impl Closed {
+    fn skipped(why: String) -> Closed {
+        Closed {
+            outcome: StepOutcome::Skipped(why),
+            drafts: Vec::new(),
+            moved: None,
+        }
+    }
+}
+
+/// A subscription the close moved on: to its next period, or to its end.
+struct Moved {
+    action: &'static str,
+    before: subscription::Model,
+    after: subscription::Model,
+}
+
+impl Moved {
+    fn audited(&self) -> AuditEntry<'_> {
+        AuditEntry {
+            action: self.action,
+            entity_type: "subscription",
+            entity_id: &self.after.id,
+            before: snapshot(&self.before),
+            after: snapshot(&self.after),
+        }
+    }
+}
+
+/// Closes the period of one job, inside the batch's transaction.
+async fn close<C: ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    now: DateTime<Utc>,
+    job: &Job,
+    plans: &mut Plans,
+) -> Result<Closed, StepError> {
+    let sub = lock::subscription(txn, &job.subject_id).await?;
+    if sub.organization_id != org.id {
+        return Err(WorkflowError::NotFound("subscription").into());
+    }
     let (Some(start), Some(end)) = (sub.current_period_start, sub.current_period_end) else {
         let why = format!("subscription is {} with no open period", sub.status);
-        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
+        return Ok(Closed::skipped(why));
     };
     let open = matches!(
         sub.status,
@@ -49,25 +141,24 @@ pub async fn run(
     );
     if !open || job.key != Job::period_close(&org.id, &sub.id, start, end).key {
         let why = format!("period already closed (subscription is {})", sub.status);
-        return commit_step(txn, job, clock, StepOutcome::Skipped(why)).await;
+        return Ok(Closed::skipped(why));
     }
     if now < end {
         return Err(not_due("period end", end, now));
     }
     let n = u32::try_from(sub.period_index)
         .map_err(|_| WorkflowError::Internal("negative period index".into()))?;
-    let actor = actor(job);
-    let currency = inputs::currency(&org)?;
+    let currency = inputs::currency(org)?;
 
     // Period 0 may close before the start step ran (a back-dated start, a
     // catch-up race): the first invoice is written here then, identically.
+    let (terms, meters) = terms_with(txn, org, &sub, plans).await?;
     let first = match n {
-        0 => ensure_first_invoice(&txn, &org, &sub, now).await?,
+        0 => ensure_first_invoice(txn, org, &sub, &terms, now).await?,
         _ => None,
     };
-    let (terms, meters) = crate::subscriptions::terms(&txn, &org, &sub).await?;
-    let mut lines = inputs::period_close_lines(&txn, &org, &sub, (&terms, meters), n, None).await?;
-    let pending = inputs::pending_items(&txn, &sub.id).await?;
+    let mut lines = inputs::period_close_lines(txn, org, &sub, (&terms, meters), n, None).await?;
+    let pending = inputs::pending_items(txn, &sub.id).await?;
     lines.extend(
         pending
             .iter()
@@ -75,9 +166,9 @@ pub async fn run(
     );
     let ends_here = sub.cancel_at_period_end;
     let invoice = draft::write(
-        &txn,
+        txn,
         draft::Draft {
-            org: &org,
+            org,
             sub: &sub,
             kind: if ends_here {
                 InvoiceKind::Final
@@ -100,14 +191,14 @@ pub async fn run(
                 Expr::value(Some(invoice.id.clone())),
             )
             .filter(pending_invoice_item::Column::Id.is_in(pending.iter().map(|p| p.id.clone())))
-            .exec(&txn)
+            .exec(txn)
             .await?;
     }
 
     let after = if ends_here {
-        end_subscription(&txn, &sub, end, now).await?
+        end_subscription(txn, &sub, end, now).await?
     } else {
-        advance(&txn, &sub, &terms, n, end, now).await?
+        advance(txn, &sub, &terms, n, end, now).await?
     };
     if let (false, Some(next_start), Some(next_end)) = (
         ends_here,
@@ -116,29 +207,21 @@ pub async fn run(
     ) && next_end <= now
     {
         let next = Job::period_close(&org.id, &sub.id, next_start, next_end);
-        record_in_outbox(&txn, &next, now).await?;
+        record_in_outbox(txn, &next, now).await?;
     }
-    let entry = AuditEntry {
-        action: if ends_here {
-            "subscription.ended"
-        } else {
-            "subscription.period_closed"
-        },
-        entity_type: "subscription",
-        entity_id: &sub.id,
-        before: snapshot(&sub),
-        after: snapshot(&after),
-    };
-    draft::finish(
-        &txn,
-        &org,
-        &actor,
-        first.iter().chain(&invoice),
-        vec![entry],
-        now,
-    )
-    .await?;
-    commit_step(txn, job, clock, StepOutcome::Done).await
+    Ok(Closed {
+        outcome: StepOutcome::Done,
+        drafts: first.into_iter().chain(invoice).collect(),
+        moved: Some(Moved {
+            action: if ends_here {
+                "subscription.ended"
+            } else {
+                "subscription.period_closed"
+            },
+            before: sub,
+            after,
+        }),
+    })
 }
 
 /// Cancel-at-period-end reached: CANCELED at the period end.
@@ -148,19 +231,31 @@ async fn end_subscription<C: ConnectionTrait>(
     end: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<subscription::Model, StepError> {
+    let after = subscription::Model {
+        status: SubscriptionStatus::Canceled,
+        canceled_at: Some(end),
+        updated_at: stored(now),
+        ..sub.clone()
+    };
     let changed = subscription::Entity::update_many()
         .col_expr(
             subscription::Column::Status,
             Expr::value(SubscriptionStatus::Canceled),
         )
-        .col_expr(subscription::Column::CanceledAt, Expr::value(Some(end)))
-        .col_expr(subscription::Column::UpdatedAt, Expr::value(now))
+        .col_expr(
+            subscription::Column::CanceledAt,
+            Expr::value(after.canceled_at),
+        )
+        .col_expr(
+            subscription::Column::UpdatedAt,
+            Expr::value(after.updated_at),
+        )
         .filter(subscription::Column::Id.eq(&sub.id))
         .filter(subscription::Column::PeriodIndex.eq(sub.period_index))
         .filter(subscription::Column::Status.ne(SubscriptionStatus::Canceled))
         .exec(txn)
         .await?;
-    reload_if_changed(txn, &sub.id, changed.rows_affected).await
+    changed_once(changed.rows_affected, after)
 }
 
 /// Opens period `n + 1`, applying plan or quantity changes scheduled for the
@@ -204,41 +299,59 @@ async fn advance<C: ConnectionTrait>(
         .schedule
         .period(n + 1)
         .map_err(|e| WorkflowError::Internal(e.to_string()))?;
+    let after = subscription::Model {
+        period_index: sub.period_index + 1,
+        current_period_start: Some(next.start),
+        current_period_end: Some(next.end),
+        plan_id,
+        quantity,
+        updated_at: stored(now),
+        ..sub.clone()
+    };
     let changed = subscription::Entity::update_many()
         .col_expr(
             subscription::Column::PeriodIndex,
-            Expr::value(sub.period_index + 1),
+            Expr::value(after.period_index),
         )
         .col_expr(
             subscription::Column::CurrentPeriodStart,
-            Expr::value(Some(next.start)),
+            Expr::value(after.current_period_start),
         )
         .col_expr(
             subscription::Column::CurrentPeriodEnd,
-            Expr::value(Some(next.end)),
+            Expr::value(after.current_period_end),
         )
-        .col_expr(subscription::Column::PlanId, Expr::value(plan_id))
-        .col_expr(subscription::Column::Quantity, Expr::value(quantity))
-        .col_expr(subscription::Column::UpdatedAt, Expr::value(now))
+        .col_expr(
+            subscription::Column::PlanId,
+            Expr::value(after.plan_id.clone()),
+        )
+        .col_expr(subscription::Column::Quantity, Expr::value(after.quantity))
+        .col_expr(
+            subscription::Column::UpdatedAt,
+            Expr::value(after.updated_at),
+        )
         .filter(subscription::Column::Id.eq(&sub.id))
         .filter(subscription::Column::PeriodIndex.eq(sub.period_index))
         .exec(txn)
         .await?;
-    reload_if_changed(txn, &sub.id, changed.rows_affected).await
+    changed_once(changed.rows_affected, after)
 }
 
-async fn reload_if_changed<C: ConnectionTrait>(
-    txn: &C,
-    id: &str,
+/// An instant as both backends store it (microseconds), so the model built
+/// in memory is exactly the row written and need not be read back.
+fn stored(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+/// The subscription as written, when the compare-and-set update hit its row.
+fn changed_once(
     rows_affected: u64,
+    after: subscription::Model,
 ) -> Result<subscription::Model, StepError> {
     if rows_affected != 1 {
         return Err(StepError::Transient(
             "subscription changed concurrently".into(),
         ));
     }
-    Ok(subscription::Entity::find_by_id(id.to_string())
-        .one(txn)
-        .await?
-        .ok_or(WorkflowError::NotFound("subscription"))?)
+    Ok(after)
 }

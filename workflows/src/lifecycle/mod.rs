@@ -33,8 +33,9 @@ use sea_orm::DatabaseTransaction;
 
 use crate::clock::Clock;
 use crate::error::WorkflowError;
+use crate::job_runs::mark_all_succeeded;
 use crate::jobs::Job;
-use crate::steps::{StepError, StepOutcome, mark_succeeded};
+use crate::steps::{StepError, StepOutcome};
 
 /// The audit actor of a job.
 pub fn actor(job: &Job) -> String {
@@ -52,12 +53,33 @@ pub(crate) async fn commit_step(
     clock: &dyn Clock,
     outcome: StepOutcome,
 ) -> Result<StepOutcome, StepError> {
-    if mark_succeeded(&txn, &job.key, clock.now()).await? {
+    let mut outcomes = commit_steps(txn, std::slice::from_ref(job), clock, vec![outcome]).await?;
+    Ok(outcomes.pop().unwrap_or(StepOutcome::AlreadyDone))
+}
+
+/// [`commit_step`] for a batch of jobs that ran in one transaction: all of
+/// them SUCCEEDED with the effect, or nothing. When another delivery
+/// finished one of several jobs meanwhile, the batch is rolled back and
+/// reported as a transient error, and the worker runs each job on its own.
+pub(crate) async fn commit_steps(
+    txn: DatabaseTransaction,
+    jobs: &[Job],
+    clock: &dyn Clock,
+    outcomes: Vec<StepOutcome>,
+) -> Result<Vec<StepOutcome>, StepError> {
+    let marked = mark_all_succeeded(&txn, jobs.iter().map(|j| j.key.as_str()), clock.now()).await?;
+    if usize::try_from(marked).is_ok_and(|n| n == jobs.len()) {
         txn.commit().await?;
-        Ok(outcome)
-    } else {
-        txn.rollback().await?;
-        Ok(StepOutcome::AlreadyDone)
+        return Ok(outcomes);
+    }
+    txn.rollback().await?;
+    match jobs {
+        [_] => Ok(vec![StepOutcome::AlreadyDone]),
+        _ => Err(StepError::Transient(format!(
+            "{} of the batch's {} jobs were finished by another delivery",
+            jobs.len() as u64 - marked.min(jobs.len() as u64),
+            jobs.len()
+        ))),
     }
 }
 

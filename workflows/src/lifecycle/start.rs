@@ -56,10 +56,9 @@ pub async fn run(
         }
     };
 
-    let invoice = ensure_first_invoice(&txn, &org, &sub, now).await?;
-    let first_period = crate::subscriptions::terms(&txn, &org, &sub)
-        .await?
-        .0
+    let (terms, _) = crate::subscriptions::terms(&txn, &org, &sub).await?;
+    let invoice = ensure_first_invoice(&txn, &org, &sub, &terms, now).await?;
+    let first_period = terms
         .schedule
         .period(0)
         .map_err(|e| WorkflowError::Internal(e.to_string()))?;
@@ -91,11 +90,13 @@ pub async fn run(
 /// it exists. The start step and the close of period 0 both call it, so the
 /// same invoice appears whichever runs first (a back-dated start, or a catch-up
 /// where the close won the race). It bills the terms in force at the start:
-/// later changes are prorated by their own step.
+/// later changes are prorated by their own step. `terms` are the
+/// subscription's ([`crate::subscriptions::terms`]).
 pub(crate) async fn ensure_first_invoice<C: sea_orm::ConnectionTrait>(
     txn: &C,
     org: &organization::Model,
     sub: &subscription::Model,
+    terms: &billing::SubscriptionTerms,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<entity::invoice::Model>, StepError> {
     use sea_orm::PaginatorTrait;
@@ -107,7 +108,6 @@ pub(crate) async fn ensure_first_invoice<C: sea_orm::ConnectionTrait>(
     if written > 0 {
         return Ok(None);
     }
-    let (terms, _) = crate::subscriptions::terms(txn, org, sub).await?;
     let at_start = billing::SubscriptionTerms {
         phases: terms.phases.iter().take(1).cloned().collect(),
         ..terms.clone()

@@ -149,6 +149,32 @@ impl StepRegistry {
         self
     }
 
+    /// Whether jobs of `kind` can run several to a transaction
+    /// ([`StepRegistry::run_batch`]): period closes, unless their step was replaced.
+    pub fn batches(&self, kind: JobKind) -> bool {
+        kind == JobKind::PeriodClose && !self.overrides.contains_key(&kind)
+    }
+
+    /// Runs jobs of one organization and a batching kind in one transaction
+    /// (see [`crate::lifecycle::close::run_batch`]); their outcomes, in order.
+    pub async fn run_batch(
+        &self,
+        db: &DatabaseConnection,
+        clock: &dyn Clock,
+        jobs: &[Job],
+    ) -> Result<Vec<StepOutcome>, StepError> {
+        match jobs.first() {
+            Some(job) if self.batches(job.kind) => {
+                crate::lifecycle::close::run_batch(db, clock, jobs).await
+            }
+            Some(job) => Err(StepError::Permanent(format!(
+                "{} jobs do not run in batches",
+                job.kind
+            ))),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// Runs the step registered for `job.kind`.
     pub fn run<'a>(
         &'a self,
