@@ -10,6 +10,8 @@
 //! jumped ahead), its close is queued at once: missed periods close one by
 //! one, in order.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, SubsecRound, Utc};
 use entity::{
     InvoiceKind, SubscriptionChangeKind, SubscriptionStatus, invoice, organization,
@@ -18,6 +20,7 @@ use entity::{
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 
 use crate::audit::{AuditEntry, snapshot};
@@ -25,7 +28,8 @@ use crate::clock::{Clock, org_now};
 use crate::error::WorkflowError;
 use crate::jobs::{Job, JobKind, record_in_outbox};
 use crate::lifecycle::start::ensure_first_invoice;
-use crate::lifecycle::{actor, commit_steps, draft, inputs, lock, not_due};
+use crate::lifecycle::{actor, commit_steps, draft, inputs, not_due};
+use crate::pagination::group_by_parent;
 use crate::steps::{StepError, StepOutcome};
 use crate::subscriptions::{Plans, terms_with};
 use crate::tenancy::load_org;
@@ -62,18 +66,26 @@ pub async fn run_batch(
             "a close batch holds period_close jobs of one organization".into(),
         ));
     }
+    let mut order: Vec<usize> = (0..jobs.len()).collect();
+    order.sort_by(|a, b| jobs[*a].subject_id.cmp(&jobs[*b].subject_id));
+    if order
+        .windows(2)
+        .any(|w| jobs[w[0]].subject_id == jobs[w[1]].subject_id)
+    {
+        // What one close writes would be unseen by the other's reads below.
+        return Err(StepError::Transient(
+            "two jobs of the batch close the same subscription".into(),
+        ));
+    }
     let txn = crate::txn::begin_write(db).await?;
     let org = load_org(&txn, &first.organization_id).await?;
     let now = org_now(&org, clock);
-    // Subscriptions locked in one order, so two batches never wait on each other in a cycle.
-    let mut order: Vec<usize> = (0..jobs.len()).collect();
-    order.sort_by(|a, b| jobs[*a].subject_id.cmp(&jobs[*b].subject_id));
-    let mut plans = Plans::default();
+    let mut read = Reads::load(&txn, &org, jobs).await?;
     let mut outcomes = vec![StepOutcome::AlreadyDone; jobs.len()];
     let mut drafts = Vec::new();
     let mut moved = Vec::new();
     for i in order {
-        let closed = close(&txn, &org, now, &jobs[i], &mut plans).await?;
+        let closed = close(&txn, &org, now, &jobs[i], &mut read).await?;
         outcomes[i] = closed.outcome;
         drafts.extend(closed.drafts);
         moved.extend(closed.moved);
@@ -81,6 +93,56 @@ pub async fn run_batch(
     let entries = moved.iter().map(Moved::audited).collect();
     draft::finish(&txn, &org, &actor(first), &drafts, entries, now).await?;
     commit_steps(txn, jobs, clock, outcomes).await
+}
+
+/// What the closes of a batch read, read for all of them at once: their
+/// subscriptions (locked, in id order so two batches never wait on each
+/// other in a cycle), pending proration items, changes scheduled for a
+/// period end and lines already billed; plans as they are first needed.
+struct Reads {
+    subscriptions: HashMap<String, subscription::Model>,
+    pending: HashMap<String, Vec<pending_invoice_item::Model>>,
+    scheduled: HashMap<String, Vec<subscription_change::Model>>,
+    billed: HashMap<String, Vec<billing::BilledLine>>,
+    plans: Plans,
+}
+
+impl Reads {
+    async fn load<C: ConnectionTrait>(
+        txn: &C,
+        org: &organization::Model,
+        jobs: &[Job],
+    ) -> Result<Reads, StepError> {
+        let ids: Vec<String> = jobs.iter().map(|j| j.subject_id.clone()).collect();
+        let subscriptions = subscription::Entity::find()
+            .filter(subscription::Column::Id.is_in(ids.iter().cloned()))
+            .filter(subscription::Column::OrganizationId.eq(&org.id))
+            .order_by_asc(subscription::Column::Id)
+            .lock_exclusive()
+            .all(txn)
+            .await?;
+        let scheduled = subscription_change::Entity::find()
+            .filter(subscription_change::Column::SubscriptionId.is_in(ids.iter().cloned()))
+            .filter(subscription_change::Column::AppliedAt.is_null())
+            .filter(subscription_change::Column::Kind.is_in([
+                SubscriptionChangeKind::PlanChange,
+                SubscriptionChangeKind::QuantityChange,
+            ]))
+            .order_by_asc(subscription_change::Column::CreatedAt)
+            .order_by_asc(subscription_change::Column::Id)
+            .all(txn)
+            .await?;
+        Ok(Reads {
+            subscriptions: subscriptions
+                .into_iter()
+                .map(|s| (s.id.clone(), s))
+                .collect(),
+            pending: inputs::pending_items_of(txn, ids.clone()).await?,
+            scheduled: group_by_parent(scheduled, |c| Some(c.subscription_id.as_str())),
+            billed: inputs::billed_lines_of(txn, org, ids).await?,
+            plans: Plans::default(),
+        })
+    }
 }
 
 /// What closing one period wrote, for the batch's shared ending.
@@ -125,12 +187,12 @@ async fn close<C: ConnectionTrait>(
     org: &organization::Model,
     now: DateTime<Utc>,
     job: &Job,
-    plans: &mut Plans,
+    read: &mut Reads,
 ) -> Result<Closed, StepError> {
-    let sub = lock::subscription(txn, &job.subject_id).await?;
-    if sub.organization_id != org.id {
-        return Err(WorkflowError::NotFound("subscription").into());
-    }
+    let sub = read
+        .subscriptions
+        .remove(&job.subject_id)
+        .ok_or(WorkflowError::NotFound("subscription"))?;
     let (Some(start), Some(end)) = (sub.current_period_start, sub.current_period_end) else {
         let why = format!("subscription is {} with no open period", sub.status);
         return Ok(Closed::skipped(why));
@@ -152,13 +214,19 @@ async fn close<C: ConnectionTrait>(
 
     // Period 0 may close before the start step ran (a back-dated start, a
     // catch-up race): the first invoice is written here then, identically.
-    let (terms, meters) = terms_with(txn, org, &sub, plans).await?;
+    let (terms, meters) = terms_with(txn, org, &sub, &mut read.plans).await?;
     let first = match n {
         0 => ensure_first_invoice(txn, org, &sub, &terms, now).await?,
         _ => None,
     };
-    let mut lines = inputs::period_close_lines(txn, org, &sub, (&terms, meters), n, None).await?;
-    let pending = inputs::pending_items(txn, &sub.id).await?;
+    let billed = match first {
+        // Written a moment ago, so not among what the batch read.
+        Some(_) => inputs::billed_lines(txn, org, &sub.id, None).await?,
+        None => read.billed.remove(&sub.id).unwrap_or_default(),
+    };
+    let mut lines =
+        inputs::period_close_lines_given(txn, org, &sub, (&terms, meters), n, &billed).await?;
+    let pending = read.pending.remove(&sub.id).unwrap_or_default();
     lines.extend(
         pending
             .iter()
@@ -198,7 +266,8 @@ async fn close<C: ConnectionTrait>(
     let after = if ends_here {
         end_subscription(txn, &sub, end, now).await?
     } else {
-        advance(txn, &sub, &terms, n, end, now).await?
+        let scheduled = read.scheduled.remove(&sub.id).unwrap_or_default();
+        advance(txn, &sub, &terms, n, (end, scheduled), now).await?
     };
     if let (false, Some(next_start), Some(next_end)) = (
         ends_here,
@@ -259,27 +328,20 @@ async fn end_subscription<C: ConnectionTrait>(
 }
 
 /// Opens period `n + 1`, applying plan or quantity changes scheduled for the
-/// period end (PERIOD_END timing).
+/// period end (PERIOD_END timing): those of `unapplied` (the subscription's
+/// unapplied plan and quantity changes, oldest first) effective at `end`.
 async fn advance<C: ConnectionTrait>(
     txn: &C,
     sub: &subscription::Model,
     terms: &billing::SubscriptionTerms,
     n: u32,
-    end: DateTime<Utc>,
+    (end, unapplied): (DateTime<Utc>, Vec<subscription_change::Model>),
     now: DateTime<Utc>,
 ) -> Result<subscription::Model, StepError> {
-    let scheduled = subscription_change::Entity::find()
-        .filter(subscription_change::Column::SubscriptionId.eq(&sub.id))
-        .filter(subscription_change::Column::EffectiveAt.eq(end))
-        .filter(subscription_change::Column::AppliedAt.is_null())
-        .filter(subscription_change::Column::Kind.is_in([
-            SubscriptionChangeKind::PlanChange,
-            SubscriptionChangeKind::QuantityChange,
-        ]))
-        .order_by_asc(subscription_change::Column::CreatedAt)
-        .order_by_asc(subscription_change::Column::Id)
-        .all(txn)
-        .await?;
+    let scheduled: Vec<subscription_change::Model> = unapplied
+        .into_iter()
+        .filter(|c| c.effective_at == end)
+        .collect();
     let (plan_id, quantity) = scheduled
         .last()
         .map_or((sub.plan_id.clone(), sub.quantity), |c| {

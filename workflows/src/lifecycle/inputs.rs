@@ -1,14 +1,16 @@
 //! Loading what the billing core needs, for steps and for `upcomingInvoice`
 //! alike, so the invoice a step writes is exactly the one that was previewed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
-use entity::{Dec, invoice, organization, pending_invoice_item, subscription};
+use entity::{Dec, invoice, invoice_line, organization, pending_invoice_item, subscription};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::error::{WorkflowError, WorkflowResult};
-use crate::invoice_actions::{billing_line, line_kind, lines_of, load_usage};
+use crate::invoice_actions::{
+    billing_line, invoices_of_subscriptions, line_kind, lines_of, load_usage,
+};
 
 /// The organization's currency.
 pub fn currency(org: &organization::Model) -> WorkflowResult<billing::Currency> {
@@ -36,8 +38,37 @@ pub async fn billed_lines<C: ConnectionTrait>(
         .await?
         .into_values()
         .flatten()
-        .map(|line| billing::BilledLine::from(&billing_line(currency, &line)))
+        .map(|line| billed(currency, &line))
         .collect())
+}
+
+/// [`billed_lines`] of several subscriptions (nothing excluded), read in
+/// two queries, by subscription.
+pub async fn billed_lines_of<C: ConnectionTrait>(
+    db: &C,
+    org: &organization::Model,
+    subscription_ids: Vec<String>,
+) -> WorkflowResult<HashMap<String, Vec<billing::BilledLine>>> {
+    let currency = currency(org)?;
+    let invoices = invoices_of_subscriptions(db, &org.id, subscription_ids).await?;
+    let subscription_of: HashMap<String, String> = invoices
+        .iter()
+        .flat_map(|(sub, invoices)| invoices.iter().map(move |i| (i.id.clone(), sub.clone())))
+        .collect();
+    let ids = subscription_of.keys().cloned().collect();
+    let mut out: HashMap<String, Vec<billing::BilledLine>> = HashMap::new();
+    for (invoice_id, lines) in lines_of(db, &org.id, ids).await? {
+        if let Some(sub) = subscription_of.get(&invoice_id) {
+            out.entry(sub.clone())
+                .or_default()
+                .extend(lines.iter().map(|line| billed(currency, line)));
+        }
+    }
+    Ok(out)
+}
+
+fn billed(currency: billing::Currency, line: &invoice_line::Model) -> billing::BilledLine {
+    billing::BilledLine::from(&billing_line(currency, line))
 }
 
 /// Usage events that can still change what period `n` (or an earlier period
@@ -65,12 +96,26 @@ pub async fn pending_items<C: ConnectionTrait>(
     db: &C,
     subscription_id: &str,
 ) -> WorkflowResult<Vec<pending_invoice_item::Model>> {
-    Ok(pending_invoice_item::Entity::find()
-        .filter(pending_invoice_item::Column::SubscriptionId.eq(subscription_id))
+    Ok(pending_items_of(db, vec![subscription_id.to_string()])
+        .await?
+        .remove(subscription_id)
+        .unwrap_or_default())
+}
+
+/// [`pending_items`] of several subscriptions in one query, by subscription.
+pub async fn pending_items_of<C: ConnectionTrait>(
+    db: &C,
+    subscription_ids: Vec<String>,
+) -> WorkflowResult<HashMap<String, Vec<pending_invoice_item::Model>>> {
+    let items = pending_invoice_item::Entity::find()
+        .filter(pending_invoice_item::Column::SubscriptionId.is_in(subscription_ids))
         .filter(pending_invoice_item::Column::InvoiceId.is_null())
         .order_by_asc(pending_invoice_item::Column::Id)
         .all(db)
-        .await?)
+        .await?;
+    Ok(crate::pagination::group_by_parent(items, |i| {
+        Some(i.subscription_id.as_str())
+    }))
 }
 
 /// A stored pending item as an invoice line.
@@ -104,10 +149,26 @@ pub async fn period_close_lines<C: ConnectionTrait>(
     n: u32,
     excluding: Option<&str>,
 ) -> WorkflowResult<Vec<billing::InvoiceLine>> {
+    let billed = billed_lines(db, org, &sub.id, excluding).await?;
+    period_close_lines_given(db, org, sub, (terms, meters), n, &billed).await
+}
+
+/// [`period_close_lines`] against lines already billed that the caller read
+/// ([`billed_lines_of`]).
+pub async fn period_close_lines_given<C: ConnectionTrait>(
+    db: &C,
+    org: &organization::Model,
+    sub: &subscription::Model,
+    (terms, meters): (
+        &billing::SubscriptionTerms,
+        BTreeMap<String, billing::Meter>,
+    ),
+    n: u32,
+    billed: &[billing::BilledLine],
+) -> WorkflowResult<Vec<billing::InvoiceLine>> {
     let currency = currency(org)?;
     let usage = usage_for_period(db, org, sub, terms, meters, n).await?;
-    let billed = billed_lines(db, org, &sub.id, excluding).await?;
-    Ok(billing::close_period(terms, n, &usage, &billed, currency)?)
+    Ok(billing::close_period(terms, n, &usage, billed, currency)?)
 }
 
 /// The number of the period that starts at `start`.
