@@ -30,7 +30,7 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use entity::{JobState, job_run};
 use sea_orm::ExprTrait;
-use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TryInsertResult,
@@ -77,6 +77,92 @@ pub async fn insert_queued<C: ConnectionTrait>(
         .exec_without_returning(db)
         .await?;
     Ok(matches!(result, TryInsertResult::Inserted(n) if n == 1))
+}
+
+/// [`insert_queued`] for several jobs in one statement. `pushed_at(job)`
+/// is as there. Returns the keys this call inserted; the others were known.
+pub async fn insert_all_queued<C: ConnectionTrait>(
+    db: &C,
+    jobs: &[&Job],
+    pushed_at: impl Fn(&Job) -> Option<DateTime<Utc>>,
+    max_attempts: i32,
+    now: DateTime<Utc>,
+) -> Result<std::collections::HashSet<String>, DbErr> {
+    let mut key_by_id = std::collections::HashMap::with_capacity(jobs.len());
+    let mut rows = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let id = workflows::ids::new_id();
+        key_by_id.insert(id.clone(), job.key.clone());
+        rows.push(job_run::ActiveModel {
+            id: Set(id),
+            job_key: Set(job.key.clone()),
+            kind: Set(job.kind.as_str().to_string()),
+            organization_id: Set(Some(job.organization_id.clone())),
+            subject_id: Set(job.subject_id.clone()),
+            state: Set(JobState::Queued),
+            attempts: Set(0),
+            max_attempts: Set(max_attempts),
+            last_error: Set(None),
+            run_at: Set(job.run_at),
+            next_attempt_at: Set(pushed_at(job)),
+            created_at: Set(now),
+            started_at: Set(None),
+            finished_at: Set(None),
+            updated_at: Set(now),
+        });
+    }
+    if rows.is_empty() {
+        return Ok(Default::default());
+    }
+    let inserted = job_run::Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::column(job_run::Column::JobKey)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_with_returning_keys(db)
+        .await?;
+    Ok(inserted
+        .into_iter()
+        .filter_map(|id| key_by_id.remove(&id))
+        .collect())
+}
+
+/// [`take_push`] for several keys: one statement on PostgreSQL. Returns the
+/// keys this caller won.
+pub async fn take_pushes<C: ConnectionTrait>(
+    db: &C,
+    keys: &[&str],
+    stale_before: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, DbErr> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !db.support_returning() {
+        let mut won = Vec::new();
+        for key in keys {
+            if take_push(db, key, stale_before, now).await? {
+                won.push(key.to_string());
+            }
+        }
+        return Ok(won);
+    }
+    Ok(job_run::Entity::update_many()
+        .col_expr(job_run::Column::NextAttemptAt, Expr::value(Some(now)))
+        .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
+        .filter(job_run::Column::JobKey.is_in(keys.iter().copied()))
+        .filter(job_run::Column::State.eq(JobState::Queued))
+        .filter(
+            Condition::any()
+                .add(job_run::Column::NextAttemptAt.is_null())
+                .add(job_run::Column::NextAttemptAt.lt(stale_before)),
+        )
+        .exec_with_returning(db)
+        .await?
+        .into_iter()
+        .map(|row| row.job_key)
+        .collect())
 }
 
 /// Takes the right to push a QUEUED row again: not pushed yet (`NULL`) or

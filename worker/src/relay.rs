@@ -50,27 +50,28 @@ pub async fn relay_once(rt: &Runtime, batch: u64) -> Result<u64, EnqueueError> {
     }
     let clocks = OrgClocks::load(&rt.db, rt.clock.as_ref()).await?;
     let mut done = Vec::with_capacity(rows.len());
-    let mut failure = None;
+    let mut jobs = Vec::with_capacity(rows.len());
     for row in &rows {
-        let job = match job_of_outbox(row) {
-            Ok(job) => job,
+        match job_of_outbox(row) {
+            Ok(job) => jobs.push((row.id, job)),
             Err(e) => {
                 // A row that cannot be understood would block the relay forever:
                 // mark it relayed and say so loudly.
                 tracing::error!(outbox_id = row.id, error = %e, "unreadable outbox row skipped");
                 done.push(row.id);
-                continue;
             }
-        };
-        match rt
-            .enqueue(&job, clocks.now_of(&job.organization_id), "relay")
-            .await
-        {
-            Ok(_) => done.push(row.id),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
+        }
+    }
+    let due: Vec<(&Job, _)> = jobs
+        .iter()
+        .map(|(_, job)| (job, clocks.now_of(&job.organization_id)))
+        .collect();
+    let mut failure = None;
+    for (result, (id, _)) in rt.enqueue_all(&due, "relay").await?.into_iter().zip(&jobs) {
+        match result {
+            Ok(_) => done.push(*id),
+            // Left unrelayed: the next round enqueues it again (a known key, pushed again).
+            Err(e) => failure = failure.or(Some(e)),
         }
     }
     let now = rt.now();

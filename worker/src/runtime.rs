@@ -126,30 +126,70 @@ impl Runtime {
         org_now: DateTime<Utc>,
         source: &'static str,
     ) -> Result<Enqueued, EnqueueError> {
+        let mut results = self.enqueue_all(&[(job, org_now)], source).await?;
+        results.pop().unwrap_or(Ok(Enqueued::Known))
+    }
+
+    /// [`Runtime::enqueue`] for several jobs (each with its organization's
+    /// now): one ledger insert for all, one statement to take the pushes of
+    /// known keys, then the pushes. The outer error is the database's (then
+    /// nothing changed); the inner ones are pushes that failed (those rows
+    /// are left unpushed, for the sweeper). Results in the order of `jobs`.
+    pub async fn enqueue_all(
+        &self,
+        jobs: &[(&Job, DateTime<Utc>)],
+        source: &'static str,
+    ) -> Result<Vec<Result<Enqueued, EnqueueError>>, DbErr> {
         let now = self.now();
-        let due = job.run_at <= org_now;
-        let new = job_runs::insert_queued(
+        let due: HashMap<&str, bool> = jobs
+            .iter()
+            .map(|(job, org_now)| (job.key.as_str(), job.run_at <= *org_now))
+            .collect();
+        let is_due = |job: &Job| due.get(job.key.as_str()).copied().unwrap_or(false);
+        let mut seen = std::collections::HashSet::with_capacity(jobs.len());
+        let unique: Vec<&Job> = jobs
+            .iter()
+            .map(|(job, _)| *job)
+            .filter(|job| seen.insert(job.key.as_str()))
+            .collect();
+        let inserted = job_runs::insert_all_queued(
             &self.db,
-            job,
+            &unique,
+            |job| is_due(job).then_some(now),
             self.settings.max_attempts,
-            due.then_some(now),
             now,
         )
         .await?;
-        if new {
-            if due {
-                self.push_or_unmark(job, source).await?;
-            }
-            return Ok(Enqueued::New { pushed: due });
+        let known_due: Vec<&str> = unique
+            .iter()
+            .filter(|job| !inserted.contains(&job.key) && is_due(job))
+            .map(|job| job.key.as_str())
+            .collect();
+        let stale_before = now - chrono(self.settings.requeue_after);
+        let repush = job_runs::take_pushes(&self.db, &known_due, stale_before, now).await?;
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut handled = std::collections::HashSet::with_capacity(jobs.len());
+        for (job, _) in jobs {
+            // A key listed twice is enqueued once.
+            let first = handled.insert(job.key.as_str());
+            let result = if first && inserted.contains(&job.key) {
+                if is_due(job) {
+                    self.push_or_unmark(job, source)
+                        .await
+                        .map(|()| Enqueued::New { pushed: true })
+                } else {
+                    Ok(Enqueued::New { pushed: false })
+                }
+            } else if first && repush.contains(&job.key) {
+                self.push_or_unmark(job, "requeue")
+                    .await
+                    .map(|()| Enqueued::Repushed)
+            } else {
+                Ok(Enqueued::Known)
+            };
+            results.push(result);
         }
-        if due {
-            let stale_before = now - chrono(self.settings.requeue_after);
-            if job_runs::take_push(&self.db, &job.key, stale_before, now).await? {
-                self.push_or_unmark(job, "requeue").await?;
-                return Ok(Enqueued::Repushed);
-            }
-        }
-        Ok(Enqueued::Known)
+        Ok(results)
     }
 
     /// Pushes a ledger row this caller already moved to QUEUED (retry scan,

@@ -276,12 +276,15 @@ impl Sweeper {
         let keys: Vec<String> = jobs.iter().map(|(job, _, _)| job.key.clone()).collect();
         let stale_before = rt.now() - chrono(rt.settings.requeue_after);
         let settled = job_runs::keys_needing_no_push(&rt.db, &keys, stale_before).await?;
-        for (job, at, id) in jobs {
-            last = Some((at, id));
-            if settled.contains(&job.key) {
-                continue;
+        let mut todo = Vec::with_capacity(jobs.len());
+        for (job, at, id) in &jobs {
+            last = Some((*at, id.clone()));
+            if !settled.contains(&job.key) {
+                todo.push((job, group.now));
             }
-            match rt.enqueue(&job, group.now, "sweep").await {
+        }
+        for (result, (job, _)) in rt.enqueue_all(&todo, "sweep").await?.into_iter().zip(&todo) {
+            match result {
                 Ok(Enqueued::New { pushed: true } | Enqueued::Repushed) => report.pushed += 1,
                 Ok(_) => {}
                 Err(e) => {
