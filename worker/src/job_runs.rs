@@ -111,22 +111,26 @@ pub async fn insert_all_queued<C: ConnectionTrait>(
             updated_at: Set(now),
         });
     }
-    if rows.is_empty() {
-        return Ok(Default::default());
+    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        // 15 parameters a row: well under PostgreSQL's 65,535 per statement.
+        let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
+        let ids = job_run::Entity::insert_many(chunk)
+            .on_conflict(
+                OnConflict::column(job_run::Column::JobKey)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_with_returning_keys(db)
+            .await?;
+        inserted.extend(ids.into_iter().filter_map(|id| key_by_id.remove(&id)));
     }
-    let inserted = job_run::Entity::insert_many(rows)
-        .on_conflict(
-            OnConflict::column(job_run::Column::JobKey)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_with_returning_keys(db)
-        .await?;
-    Ok(inserted
-        .into_iter()
-        .filter_map(|id| key_by_id.remove(&id))
-        .collect())
+    Ok(inserted)
 }
+
+/// Ledger rows per multi-row insert.
+const INSERT_CHUNK: usize = 1_000;
 
 /// [`take_push`] for several keys: one statement on PostgreSQL. Returns the
 /// keys this caller won.

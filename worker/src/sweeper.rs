@@ -27,9 +27,11 @@
 //!
 //! **Bounded batches.** Domain scans walk their rows in `(due instant, id)`
 //! order with a keyset cursor kept between ticks: a full batch advances the
-//! cursor and the rest (counted in
+//! cursor and the next batch follows in the same tick, up to
+//! [`SCAN_ROUNDS`] batches (a billing instant with many subscriptions due
+//! would otherwise be enqueued at one batch a second); the rest (counted in
 //! `valora_scheduler_batch_deferred_total{job,reason="batch_full"}`) is
-//! processed on the next tick; a short batch resets the cursor. Ledger scans
+//! processed on the next tick. A short batch resets the cursor. Ledger scans
 //! take the oldest rows first; rows they move leave the scan, so the backlog
 //! drains tick by tick.
 
@@ -58,6 +60,11 @@ pub struct Sweeper {
     last_invoice_count: Option<Instant>,
     last_queue_depth: Option<Instant>,
 }
+
+/// Batches a domain scan may take in one tick while they come back full (a
+/// billing instant with many subscriptions due), before the rest waits for
+/// the next tick.
+const SCAN_ROUNDS: u32 = 8;
 
 /// How often finished queue messages are deleted, and how old they must be.
 const VACUUM_EVERY: Duration = Duration::from_secs(600);
@@ -260,47 +267,51 @@ impl Sweeper {
                     .add(id_column.gt(cursor.1.clone())),
             )
         };
-        let mut select = base.clone();
-        if let Some(cursor) = self.cursors.get(&key) {
-            select = select.filter(after(cursor));
-        }
-        let rows = select
-            .order_by_asc(at_column)
-            .order_by_asc(id_column)
-            .limit(batch)
-            .all(&rt.db)
-            .await?;
-        *report.processed.entry(name).or_default() += rows.len() as u64;
-        let mut last = None;
-        let jobs: Vec<_> = rows.iter().filter_map(to_job).collect();
-        let keys: Vec<String> = jobs.iter().map(|(job, _, _)| job.key.clone()).collect();
-        let stale_before = rt.now() - chrono(rt.settings.requeue_after);
-        let settled = job_runs::keys_needing_no_push(&rt.db, &keys, stale_before).await?;
-        let mut todo = Vec::with_capacity(jobs.len());
-        for (job, at, id) in &jobs {
-            last = Some((*at, id.clone()));
-            if !settled.contains(&job.key) {
-                todo.push((job, group.now));
+        for round in 1..=SCAN_ROUNDS {
+            let mut select = base.clone();
+            if let Some(cursor) = self.cursors.get(&key) {
+                select = select.filter(after(cursor));
             }
-        }
-        for (result, (job, _)) in rt.enqueue_all(&todo, "sweep").await?.into_iter().zip(&todo) {
-            match result {
-                Ok(Enqueued::New { pushed: true } | Enqueued::Repushed) => report.pushed += 1,
-                Ok(_) => {}
-                Err(e) => {
-                    metrics::job_error(job.kind, "enqueue");
-                    tracing::warn!(job = %job.key, error = %e, "sweeper could not enqueue; next tick retries");
+            let rows = select
+                .order_by_asc(at_column)
+                .order_by_asc(id_column)
+                .limit(batch)
+                .all(&rt.db)
+                .await?;
+            *report.processed.entry(name).or_default() += rows.len() as u64;
+            let jobs: Vec<_> = rows.iter().filter_map(&to_job).collect();
+            let keys: Vec<String> = jobs.iter().map(|(job, _, _)| job.key.clone()).collect();
+            let stale_before = rt.now() - chrono(rt.settings.requeue_after);
+            let settled = job_runs::keys_needing_no_push(&rt.db, &keys, stale_before).await?;
+            let todo: Vec<_> = jobs
+                .iter()
+                .filter(|(job, _, _)| !settled.contains(&job.key))
+                .map(|(job, _, _)| (job, group.now))
+                .collect();
+            for (result, (job, _)) in rt.enqueue_all(&todo, "sweep").await?.into_iter().zip(&todo) {
+                match result {
+                    Ok(Enqueued::New { pushed: true } | Enqueued::Repushed) => report.pushed += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        metrics::job_error(job.kind, "enqueue");
+                        tracing::warn!(job = %job.key, error = %e, "sweeper could not enqueue; next tick retries");
+                    }
                 }
             }
-        }
-        if rows.len() as u64 >= batch {
-            if let Some(cursor) = last {
-                let rest = base.filter(after(&cursor)).count(&rt.db).await?;
-                *report.deferred.entry(name).or_default() += rest;
-                self.cursors.insert(key, cursor);
+            let last = jobs.last().map(|(_, at, id)| (*at, id.clone()));
+            match last {
+                Some(cursor) if rows.len() as u64 >= batch => {
+                    if round == SCAN_ROUNDS {
+                        let rest = base.clone().filter(after(&cursor)).count(&rt.db).await?;
+                        *report.deferred.entry(name).or_default() += rest;
+                    }
+                    self.cursors.insert(key.clone(), cursor);
+                }
+                _ => {
+                    self.cursors.remove(&key);
+                    break;
+                }
             }
-        } else {
-            self.cursors.remove(&key);
         }
         Ok(())
     }

@@ -227,6 +227,24 @@ pub struct Finalized {
 }
 
 impl Finalized {
+    /// The job that makes the invoice overdue when still unpaid at its due
+    /// date (none when it was paid at once, at total zero).
+    pub fn overdue_job(&self) -> Option<Job> {
+        match (self.after.status, self.after.due_at) {
+            (InvoiceStatus::Open, Some(due_at)) => Some(Job::invoice_overdue(
+                &self.after.organization_id,
+                &self.after.id,
+                due_at,
+            )),
+            _ => None,
+        }
+    }
+
+    /// When it was finalized.
+    pub fn at(&self) -> DateTime<Utc> {
+        self.after.finalized_at.unwrap_or(self.after.created_at)
+    }
+
     /// Its audit entry (`invoice.finalized`).
     pub fn audited(&self) -> AuditEntry<'_> {
         AuditEntry {
@@ -253,12 +271,16 @@ pub async fn freeze<C: ConnectionTrait>(
         .remove(&inv.id)
         .unwrap_or_default();
     let mut finalized = vec![freeze_unnumbered(txn, org, inv, &lines, now).await?];
+    if let Some(job) = finalized[0].overdue_job() {
+        record_in_outbox(txn, &job, finalized[0].at()).await?;
+    }
     number(txn, org, &mut finalized).await?;
     Ok(finalized.remove(0))
 }
 
 /// The first half of [`freeze`], for an invoice and lines as stored:
-/// everything but the number. The invoice is OPEN (or PAID) inside the
+/// everything but the number and the overdue job
+/// ([`Finalized::overdue_job`]), which the caller records. The invoice is OPEN (or PAID) inside the
 /// transaction, without a number until [`number`] gives it one, which must
 /// happen before commit.
 pub async fn freeze_unnumbered<C: ConnectionTrait>(
@@ -283,9 +305,6 @@ pub async fn freeze_unnumbered<C: ConnectionTrait>(
     let total_minor = currency.to_minor_units(computed.total)?;
     let paid_now = total_minor == 0;
     let due_at = add_days(now, i64::from(org.net_terms_days))?;
-    if !paid_now {
-        record_in_outbox(txn, &Job::invoice_overdue(&org.id, &inv.id, due_at), now).await?;
-    }
     let updated = invoice::Model {
         status: if paid_now {
             InvoiceStatus::Paid

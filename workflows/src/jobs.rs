@@ -6,7 +6,7 @@
 //! from two workers — is harmless: the key is the unit of deduplication.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set};
 use serde::{Deserialize, Serialize};
 
 /// One kind of job, one queue.
@@ -163,20 +163,38 @@ pub async fn record_in_outbox<C: ConnectionTrait>(
     job: &Job,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
-    entity::outbox::ActiveModel {
-        organization_id: Set(job.organization_id.clone()),
-        job_kind: Set(job.kind.as_str().to_string()),
-        job_key: Set(job.key.clone()),
-        subject_id: Set(job.subject_id.clone()),
-        payload: Set(serde_json::to_value(job).map_err(|e| DbErr::Custom(e.to_string()))?),
-        run_at: Set(job.run_at),
-        created_at: Set(now),
-        relayed_at: Set(None),
-        ..Default::default()
+    record_all_in_outbox(db, [(job, now)]).await
+}
+
+/// [`record_in_outbox`] for several jobs (each with its recording instant),
+/// in one statement.
+pub async fn record_all_in_outbox<'j, C: ConnectionTrait>(
+    db: &C,
+    jobs: impl IntoIterator<Item = (&'j Job, DateTime<Utc>)>,
+) -> Result<(), DbErr> {
+    let rows = jobs
+        .into_iter()
+        .map(|(job, now)| {
+            Ok(entity::outbox::ActiveModel {
+                organization_id: Set(job.organization_id.clone()),
+                job_kind: Set(job.kind.as_str().to_string()),
+                job_key: Set(job.key.clone()),
+                subject_id: Set(job.subject_id.clone()),
+                payload: Set(serde_json::to_value(job).map_err(|e| DbErr::Custom(e.to_string()))?),
+                run_at: Set(job.run_at),
+                created_at: Set(now),
+                relayed_at: Set(None),
+                ..Default::default()
+            })
+        })
+        .collect::<Result<Vec<_>, DbErr>>()?;
+    if rows.is_empty() {
+        return Ok(());
     }
-    .insert(db)
-    .await
-    .map(|_| ())
+    entity::outbox::Entity::insert_many(rows)
+        .exec_without_returning(db)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use crate::clock::{Clock, org_now};
 use crate::error::WorkflowError;
 use crate::jobs::{Job, JobKind, record_in_outbox};
 use crate::lifecycle::start::ensure_first_invoice;
-use crate::lifecycle::{actor, commit_steps, draft, inputs, not_due};
+use crate::lifecycle::{abandon, actor, draft, inputs, mark_steps, not_due};
 use crate::pagination::group_by_parent;
 use crate::steps::{StepError, StepOutcome};
 use crate::subscriptions::{Plans, terms_with};
@@ -90,9 +90,15 @@ pub async fn run_batch(
         drafts.extend(closed.drafts);
         moved.extend(closed.moved);
     }
+    // The ledger before the invoice numbers and the audit chain: those lock
+    // the organization until commit, so the less after them the better.
+    if !mark_steps(&txn, jobs, clock).await? {
+        return abandon(txn, jobs).await;
+    }
     let entries = moved.iter().map(Moved::audited).collect();
     draft::finish(&txn, &org, &actor(first), &drafts, entries, now).await?;
-    commit_steps(txn, jobs, clock, outcomes).await
+    txn.commit().await?;
+    Ok(outcomes)
 }
 
 /// What the closes of a batch read, read for all of them at once: their

@@ -14,7 +14,7 @@ use crate::audit::{self, Actor, AuditEntry, snapshot};
 use crate::error::{WorkflowError, WorkflowResult};
 use crate::ids::new_id;
 use crate::invoice_actions::{Finalized, entity_line_kind, freeze_unnumbered, lines_of, number};
-use crate::jobs::{Job, record_in_outbox};
+use crate::jobs::{Job, record_all_in_outbox, record_in_outbox};
 use crate::lifecycle::inputs::currency;
 
 /// Identity of an invoice: at most one per key and organization (a unique
@@ -122,6 +122,11 @@ async fn finalize_due<C: ConnectionTrait>(
         let lines = lines.remove(&inv.id).unwrap_or_default();
         finalized.push(freeze_unnumbered(txn, org, inv.clone(), &lines, at).await?);
     }
+    let overdue: Vec<(Job, DateTime<Utc>)> = finalized
+        .iter()
+        .filter_map(|f| f.overdue_job().map(|job| (job, f.at())))
+        .collect();
+    record_all_in_outbox(txn, overdue.iter().map(|(job, at)| (job, *at))).await?;
     // All of a batch's numbers at once, at the end: the sequence row they
     // lock serializes the organization's closes until commit.
     number(txn, org, &mut finalized).await?;

@@ -58,28 +58,44 @@ pub(crate) async fn commit_step(
 }
 
 /// [`commit_step`] for a batch of jobs that ran in one transaction: all of
-/// them SUCCEEDED with the effect, or nothing. When another delivery
-/// finished one of several jobs meanwhile, the batch is rolled back and
-/// reported as a transient error, and the worker runs each job on its own.
+/// them SUCCEEDED with the effect, or nothing (see [`mark_steps`]).
 pub(crate) async fn commit_steps(
     txn: DatabaseTransaction,
     jobs: &[Job],
     clock: &dyn Clock,
     outcomes: Vec<StepOutcome>,
 ) -> Result<Vec<StepOutcome>, StepError> {
-    let marked = mark_all_succeeded(&txn, jobs.iter().map(|j| j.key.as_str()), clock.now()).await?;
-    if usize::try_from(marked).is_ok_and(|n| n == jobs.len()) {
-        txn.commit().await?;
-        return Ok(outcomes);
+    if !mark_steps(&txn, jobs, clock).await? {
+        return abandon(txn, jobs).await;
     }
+    txn.commit().await?;
+    Ok(outcomes)
+}
+
+/// Marks `jobs` SUCCEEDED inside `txn`; `false` when another delivery
+/// finished one of them meanwhile, and the caller must [`abandon`].
+pub(crate) async fn mark_steps(
+    txn: &DatabaseTransaction,
+    jobs: &[Job],
+    clock: &dyn Clock,
+) -> Result<bool, StepError> {
+    let marked = mark_all_succeeded(txn, jobs.iter().map(|j| j.key.as_str()), clock.now()).await?;
+    Ok(usize::try_from(marked).is_ok_and(|n| n == jobs.len()))
+}
+
+/// Rolls back the work of jobs another delivery finished: one job is
+/// already done; a batch is reported as a transient error, and the worker
+/// runs each of its jobs on its own.
+pub(crate) async fn abandon(
+    txn: DatabaseTransaction,
+    jobs: &[Job],
+) -> Result<Vec<StepOutcome>, StepError> {
     txn.rollback().await?;
     match jobs {
         [_] => Ok(vec![StepOutcome::AlreadyDone]),
-        _ => Err(StepError::Transient(format!(
-            "{} of the batch's {} jobs were finished by another delivery",
-            jobs.len() as u64 - marked.min(jobs.len() as u64),
-            jobs.len()
-        ))),
+        _ => Err(StepError::Transient(
+            "another delivery finished some of the batch's jobs".into(),
+        )),
     }
 }
 
