@@ -9,6 +9,10 @@
 //! When the next period is already over (a worker was down, a test clock
 //! jumped ahead), its close is queued at once: missed periods close one by
 //! one, in order.
+//!
+//! Closes of one organization due together run in batches ([`run_batch`]):
+//! one transaction, the batch's reads done once for all of it, one number
+//! range and one audit append; each close in it is the one [`run`] makes.
 
 use std::collections::HashMap;
 
