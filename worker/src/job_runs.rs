@@ -33,8 +33,7 @@ use sea_orm::ExprTrait;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TryInsertResult,
-    UpdateMany,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, UpdateMany,
 };
 use workflows::jobs::Job;
 
@@ -45,42 +44,9 @@ pub fn chrono(d: std::time::Duration) -> ChronoDuration {
     ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX)
 }
 
-/// Inserts `job` as QUEUED unless its key is known. `pushed_at` is `Some(now)`
-/// when the caller is about to push it, `None` when it is not due yet.
-/// Returns whether the row is new.
-pub async fn insert_queued<C: ConnectionTrait>(
-    db: &C,
-    job: &Job,
-    max_attempts: i32,
-    pushed_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Result<bool, DbErr> {
-    let row = job_run::ActiveModel {
-        id: Set(workflows::ids::new_id()),
-        job_key: Set(job.key.clone()),
-        kind: Set(job.kind.as_str().to_string()),
-        organization_id: Set(Some(job.organization_id.clone())),
-        subject_id: Set(job.subject_id.clone()),
-        state: Set(JobState::Queued),
-        attempts: Set(0),
-        max_attempts: Set(max_attempts),
-        last_error: Set(None),
-        run_at: Set(job.run_at),
-        next_attempt_at: Set(pushed_at),
-        created_at: Set(now),
-        started_at: Set(None),
-        finished_at: Set(None),
-        updated_at: Set(now),
-    };
-    let result = job_run::Entity::insert(row)
-        .on_conflict_do_nothing_on([job_run::Column::JobKey])
-        .exec_without_returning(db)
-        .await?;
-    Ok(matches!(result, TryInsertResult::Inserted(n) if n == 1))
-}
-
-/// [`insert_queued`] for several jobs in one statement. `pushed_at(job)`
-/// is as there. Returns the keys this call inserted; the others were known.
+/// Inserts `jobs` as QUEUED, in one statement, except those whose key is
+/// known. `pushed_at(job)` is `Some(now)` when the caller is about to push
+/// it, `None` when it is not due yet. Returns the keys this call inserted.
 pub async fn insert_all_queued<C: ConnectionTrait>(
     db: &C,
     jobs: &[&Job],
@@ -156,17 +122,24 @@ pub async fn take_pushes<C: ConnectionTrait>(
         .col_expr(job_run::Column::NextAttemptAt, Expr::value(Some(now)))
         .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
         .filter(job_run::Column::JobKey.is_in(keys.iter().copied()))
-        .filter(job_run::Column::State.eq(JobState::Queued))
-        .filter(
-            Condition::any()
-                .add(job_run::Column::NextAttemptAt.is_null())
-                .add(job_run::Column::NextAttemptAt.lt(stale_before)),
-        )
+        .filter(needs_push(stale_before))
         .exec_with_returning(db)
         .await?
         .into_iter()
         .map(|row| row.job_key)
         .collect())
+}
+
+/// QUEUED and not pushed (`NULL`) or pushed before `stale_before` (the
+/// push may have been lost).
+fn needs_push(stale_before: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(job_run::Column::State.eq(JobState::Queued))
+        .add(
+            Condition::any()
+                .add(job_run::Column::NextAttemptAt.is_null())
+                .add(job_run::Column::NextAttemptAt.lt(stale_before)),
+        )
 }
 
 /// Takes the right to push a QUEUED row again: not pushed yet (`NULL`) or
@@ -181,12 +154,7 @@ pub async fn take_push<C: ConnectionTrait>(
         .col_expr(job_run::Column::NextAttemptAt, Expr::value(Some(now)))
         .col_expr(job_run::Column::UpdatedAt, Expr::value(now))
         .filter(job_run::Column::JobKey.eq(key))
-        .filter(job_run::Column::State.eq(JobState::Queued))
-        .filter(
-            Condition::any()
-                .add(job_run::Column::NextAttemptAt.is_null())
-                .add(job_run::Column::NextAttemptAt.lt(stale_before)),
-        )
+        .filter(needs_push(stale_before))
         .exec(db)
         .await?;
     Ok(result.rows_affected == 1)
@@ -204,18 +172,11 @@ pub async fn keys_needing_no_push<C: ConnectionTrait>(
     if keys.is_empty() {
         return Ok(Default::default());
     }
-    let needs_push = Condition::all()
-        .add(job_run::Column::State.eq(JobState::Queued))
-        .add(
-            Condition::any()
-                .add(job_run::Column::NextAttemptAt.is_null())
-                .add(job_run::Column::NextAttemptAt.lt(stale_before)),
-        );
     let found: Vec<String> = job_run::Entity::find()
         .select_only()
         .column(job_run::Column::JobKey)
         .filter(job_run::Column::JobKey.is_in(keys.iter().cloned()))
-        .filter(needs_push.not())
+        .filter(needs_push(stale_before).not())
         .into_tuple()
         .all(db)
         .await?;

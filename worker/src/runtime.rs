@@ -325,9 +325,6 @@ impl Runtime {
     async fn run_batch(&self, batch: Vec<(Job, job_run::Model)>) -> Result<(), DbErr> {
         let jobs: Vec<Job> = batch.iter().map(|(job, _)| job.clone()).collect();
         let kind = jobs[0].kind;
-        self.stats
-            .claims
-            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
         let timeout = self.timeout_for(kind);
         let span = tracing::info_span!("job_batch", kind = %kind, org = %jobs[0].organization_id, jobs = jobs.len());
         let started = Instant::now();
@@ -337,6 +334,9 @@ impl Runtime {
             .instrument(span.clone());
         let failure = match tokio::time::timeout(timeout, caught(step)).await {
             Ok(Ok(outcomes)) if outcomes.len() == jobs.len() => {
+                self.stats
+                    .claims
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
                 let seconds = started.elapsed().as_secs_f64();
                 for (job, outcome) in jobs.iter().zip(&outcomes) {
                     finished(job, outcome, seconds, &span);
@@ -349,9 +349,7 @@ impl Runtime {
         };
         metrics::job_error(kind, "batch");
         tracing::warn!(parent: &span, error = %failure, "batch failed; running its jobs one by one");
-        self.stats
-            .claims
-            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+        // Each run counts its own claim.
         for (job, claimed) in &batch {
             self.run_claimed(job, claimed).await?;
         }

@@ -53,23 +53,13 @@ pub(crate) async fn commit_step(
     clock: &dyn Clock,
     outcome: StepOutcome,
 ) -> Result<StepOutcome, StepError> {
-    let mut outcomes = commit_steps(txn, std::slice::from_ref(job), clock, vec![outcome]).await?;
-    Ok(outcomes.pop().unwrap_or(StepOutcome::AlreadyDone))
-}
-
-/// [`commit_step`] for a batch of jobs that ran in one transaction: all of
-/// them SUCCEEDED with the effect, or nothing (see [`mark_steps`]).
-pub(crate) async fn commit_steps(
-    txn: DatabaseTransaction,
-    jobs: &[Job],
-    clock: &dyn Clock,
-    outcomes: Vec<StepOutcome>,
-) -> Result<Vec<StepOutcome>, StepError> {
+    let jobs = std::slice::from_ref(job);
     if !mark_steps(&txn, jobs, clock).await? {
-        return abandon(txn, jobs).await;
+        let mut outcomes = abandon(txn, jobs).await?;
+        return Ok(outcomes.pop().unwrap_or(StepOutcome::AlreadyDone));
     }
     txn.commit().await?;
-    Ok(outcomes)
+    Ok(outcome)
 }
 
 /// Marks `jobs` SUCCEEDED inside `txn`; `false` when another delivery
