@@ -28,7 +28,10 @@ async fn act(client: &tests::http::Client, mutation: &str, id: &str) -> Value {
 
 #[tokio::test]
 async fn finalize_numbers_and_transitions() {
-    for env in TestEnv::all().await {
+    for mut env in TestEnv::all().await {
+        // The API alone: on SQLite the server would also run the embedded
+        // workers, whose start steps write invoices this test counts.
+        env.config.embedded_workers = false;
         let api = Api::start(&env).await;
         let (org, admin) = api.org("Acme", Some("2026-01-16T00:00:00Z")).await;
         let operator_key = ok(&admin
@@ -163,6 +166,18 @@ async fn finalize_numbers_and_transitions() {
             json!([{"description": "Free", "amount": "0"}])
         );
 
+        // Past six digits the number grows (no wrapping, no truncation).
+        api.db()
+            .execute_unprepared(&format!(
+                "UPDATE invoice_sequences SET last_seq = 999999 WHERE organization_id = '{org}'"
+            ))
+            .await
+            .unwrap();
+        let millionth =
+            insert_draft(api.db(), &org, &customer, Some(&sub), &[("Base", "1", 100)]).await;
+        let answer = act(&admin, "finalizeInvoice", &millionth).await;
+        assert_eq!(ok(&answer)["finalizeInvoice"]["number"], "INV-2026-1000000");
+
         api.stop().await;
         env.cleanup().await;
     }
@@ -170,7 +185,10 @@ async fn finalize_numbers_and_transitions() {
 
 #[tokio::test]
 async fn upcoming_invoice_of_a_hybrid_plan() {
-    for env in TestEnv::all().await {
+    for mut env in TestEnv::all().await {
+        // The API alone: on SQLite the server would also run the embedded
+        // workers, whose start steps write invoices this test counts.
+        env.config.embedded_workers = false;
         let api = Api::start(&env).await;
         let (_, admin) = api.org("Acme", Some("2026-01-01T00:00:00Z")).await;
         let customer = create_customer(&admin, "cust").await;
@@ -278,7 +296,10 @@ async fn upcoming_invoice_of_a_hybrid_plan() {
 
 #[tokio::test]
 async fn concurrent_finalizations_stay_gapless() {
-    for env in TestEnv::all().await {
+    for mut env in TestEnv::all().await {
+        // The API alone: on SQLite the server would also run the embedded
+        // workers, whose start steps write invoices this test counts.
+        env.config.embedded_workers = false;
         let api = Api::start(&env).await;
         let (org, admin) = api.org("Acme", Some("2026-03-01T00:00:00Z")).await;
         let customer = create_customer(&admin, "cust").await;

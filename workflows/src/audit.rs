@@ -17,7 +17,7 @@
 //! index fails the whole later transaction, surfaced as CONFLICT "concurrent
 //! update, retry": nothing of it was written and the client may retry.
 
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use entity::audit_event;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -26,6 +26,7 @@ use sea_orm::{
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::clock::stored;
 use crate::error::WorkflowResult;
 
 /// `prev_hash` of an organization's first event.
@@ -70,59 +71,129 @@ pub async fn append_all<C: ConnectionTrait>(
     entries: Vec<AuditEntry<'_>>,
     at: DateTime<Utc>,
 ) -> WorkflowResult<()> {
-    if entries.is_empty() {
-        return Ok(());
+    prepare(org, actor, entries, at).append(txn).await
+}
+
+/// Events ready to append: everything of each but its place in the chain
+/// (`seq`, `prev_hash`, `hash`), including the canonical text around `seq`.
+/// A step that holds a lock while it appends prepares its events before
+/// taking the lock, so that only the hashing is left under it.
+#[derive(Debug)]
+pub struct Prepared {
+    org: String,
+    events: Vec<PreparedEvent>,
+}
+
+#[derive(Debug)]
+struct PreparedEvent {
+    model: audit_event::Model,
+    canonical_head: String,
+    canonical_tail: String,
+}
+
+impl PreparedEvent {
+    /// [`chain_hash`] of the event at `seq`, after `prev_hash`.
+    fn hash(&self, prev_hash: &str, seq: i64) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(prev_hash.as_bytes());
+        hasher.update(self.canonical_head.as_bytes());
+        hasher.update(seq.to_string().as_bytes());
+        hasher.update(self.canonical_tail.as_bytes());
+        hex::encode(hasher.finalize())
     }
+}
+
+/// Prepares `entries` for `org`'s chain, recorded at `at` by `actor`.
+pub fn prepare(
+    org: &str,
+    actor: Actor<'_>,
+    entries: Vec<AuditEntry<'_>>,
+    at: DateTime<Utc>,
+) -> Prepared {
     // Both backends keep microseconds: hash exactly what is stored.
-    let at = at.trunc_subsecs(6);
-    lock_chain(txn, org).await?;
-    let last = audit_event::Entity::find()
-        .filter(audit_event::Column::OrganizationId.eq(org))
-        .order_by_desc(audit_event::Column::Seq)
-        .limit(1)
-        .one(txn)
-        .await?;
-    let (mut seq, mut prev_hash) = match last {
-        Some(last) => (last.seq, last.hash),
-        None => (0, GENESIS_HASH.to_string()),
-    };
-    let mut events = Vec::with_capacity(entries.len());
-    for entry in entries {
-        seq += 1;
-        let mut model = audit_event::Model {
-            id: 0,
-            organization_id: org.to_string(),
-            seq,
-            at,
-            actor: actor.to_string(),
-            action: entry.action.to_string(),
-            entity_type: entry.entity_type.to_string(),
-            entity_id: entry.entity_id.to_string(),
-            before: entry.before,
-            after: entry.after,
-            prev_hash,
-            hash: String::new(),
-        };
-        model.hash = chain_hash(&model.prev_hash, &canonical_event(&model));
-        prev_hash = model.hash.clone();
-        events.push(model);
+    let at = stored(at);
+    let events = entries
+        .into_iter()
+        .map(|entry| {
+            let model = audit_event::Model {
+                id: 0,
+                organization_id: org.to_string(),
+                seq: 0,
+                at,
+                actor: actor.to_string(),
+                action: entry.action.to_string(),
+                entity_type: entry.entity_type.to_string(),
+                entity_id: entry.entity_id.to_string(),
+                before: entry.before,
+                after: entry.after,
+                prev_hash: String::new(),
+                hash: String::new(),
+            };
+            PreparedEvent {
+                canonical_head: canonical_head(&model),
+                canonical_tail: canonical_tail(&model),
+                model,
+            }
+        })
+        .collect();
+    Prepared {
+        org: org.to_string(),
+        events,
     }
-    let rows = events.into_iter().map(|model| audit_event::ActiveModel {
-        organization_id: Set(model.organization_id),
-        seq: Set(model.seq),
-        at: Set(model.at),
-        actor: Set(model.actor),
-        action: Set(model.action),
-        entity_type: Set(model.entity_type),
-        entity_id: Set(model.entity_id),
-        before: Set(model.before),
-        after: Set(model.after),
-        prev_hash: Set(model.prev_hash),
-        hash: Set(model.hash),
-        ..Default::default()
-    });
-    audit_event::Entity::insert_many(rows).exec(txn).await?;
-    Ok(())
+}
+
+impl Prepared {
+    /// The events of `self`, then those of `later`, in order.
+    pub fn then(mut self, later: Prepared) -> Prepared {
+        self.events.extend(later.events);
+        self
+    }
+
+    /// Appends the events, in order, inside the caller's transaction: the
+    /// chain lock, one read of the head, the hashes and one insert.
+    pub async fn append<C: ConnectionTrait>(self, txn: &C) -> WorkflowResult<()> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        lock_chain(txn, &self.org).await?;
+        let last = audit_event::Entity::find()
+            .filter(audit_event::Column::OrganizationId.eq(&self.org))
+            .order_by_desc(audit_event::Column::Seq)
+            .limit(1)
+            .one(txn)
+            .await?;
+        let (mut seq, mut prev_hash) = match last {
+            Some(last) => (last.seq, last.hash),
+            None => (0, GENESIS_HASH.to_string()),
+        };
+        let rows: Vec<audit_event::ActiveModel> = self
+            .events
+            .into_iter()
+            .map(|event| {
+                seq += 1;
+                let hash = event.hash(&prev_hash, seq);
+                let model = event.model;
+                audit_event::ActiveModel {
+                    organization_id: Set(model.organization_id),
+                    seq: Set(seq),
+                    at: Set(model.at),
+                    actor: Set(model.actor),
+                    action: Set(model.action),
+                    entity_type: Set(model.entity_type),
+                    entity_id: Set(model.entity_id),
+                    before: Set(model.before),
+                    after: Set(model.after),
+                    prev_hash: Set(std::mem::replace(&mut prev_hash, hash.clone())),
+                    hash: Set(hash),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        audit_event::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+        Ok(())
+    }
 }
 
 /// Serializes appends to `org`'s chain until the transaction ends
@@ -150,18 +221,32 @@ pub fn chain_hash(prev_hash: &str, canonical: &str) -> String {
 /// The exact text an event's hash covers: fixed field order, instants in
 /// RFC 3339 UTC, JSON with sorted keys (independent of serde_json features).
 pub fn canonical_event(event: &audit_event::Model) -> String {
-    let mut out = String::new();
-    out.push('{');
-    out.push_str(&format!(
-        "\"organizationId\":{},\"seq\":{},\"at\":{},\"actor\":{},\"action\":{},\"entityType\":{},\"entityId\":{},\"before\":",
-        json_string(&event.organization_id),
+    format!(
+        "{}{}{}",
+        canonical_head(event),
         event.seq,
+        canonical_tail(event)
+    )
+}
+
+/// [`canonical_event`] up to its `seq`.
+fn canonical_head(event: &audit_event::Model) -> String {
+    format!(
+        "{{\"organizationId\":{},\"seq\":",
+        json_string(&event.organization_id)
+    )
+}
+
+/// [`canonical_event`] after its `seq`.
+fn canonical_tail(event: &audit_event::Model) -> String {
+    let mut out = format!(
+        ",\"at\":{},\"actor\":{},\"action\":{},\"entityType\":{},\"entityId\":{},\"before\":",
         json_string(&event.at.to_rfc3339_opts(SecondsFormat::Micros, true)),
         json_string(&event.actor),
         json_string(&event.action),
         json_string(&event.entity_type),
         json_string(&event.entity_id),
-    ));
+    );
     canonical_json(event.before.as_ref().unwrap_or(&Value::Null), &mut out);
     out.push_str(",\"after\":");
     canonical_json(event.after.as_ref().unwrap_or(&Value::Null), &mut out);
@@ -304,6 +389,28 @@ mod tests {
             prev_hash: GENESIS_HASH.into(),
             hash: String::new(),
         }
+    }
+
+    #[test]
+    fn a_prepared_event_hashes_like_the_stored_one() {
+        let entry = AuditEntry {
+            action: "customer.created",
+            entity_type: "customer",
+            entity_id: "c1",
+            before: None,
+            after: Some(json!({"b": 1, "a": [1, {"z": "x", "y": null}]})),
+        };
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let prepared = prepare("org", "key:1", vec![entry], at);
+        let stored = event(None);
+        assert_eq!(
+            prepared.events[0].hash(GENESIS_HASH, 1),
+            chain_hash(GENESIS_HASH, &canonical_event(&stored))
+        );
+        assert_ne!(
+            prepared.events[0].hash(GENESIS_HASH, 2),
+            chain_hash(GENESIS_HASH, &canonical_event(&stored))
+        );
     }
 
     #[test]

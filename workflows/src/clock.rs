@@ -36,6 +36,13 @@ impl Clock for FixedClock {
 /// Shared handle to the process clock.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// An instant as both backends store it (microseconds), so a row built in
+/// memory is exactly the row written and need not be read back.
+pub fn stored(at: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    at.trunc_subsecs(6)
+}
+
 /// The organization's current time: its test clock when it has one, else `clock`.
 pub fn org_now(org: &organization::Model, clock: &dyn Clock) -> DateTime<Utc> {
     org.test_clock_time.unwrap_or_else(|| clock.now())

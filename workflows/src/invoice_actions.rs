@@ -9,10 +9,10 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Datelike, SubsecRound, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use entity::{
     Dec, InvoiceKind, InvoiceLineKind, InvoiceStatus, SubscriptionStatus, invoice, invoice_line,
-    organization, pending_invoice_item, subscription, usage_event,
+    organization, pending_invoice_item, subscription,
 };
 use rust_decimal::Decimal;
 use sea_orm::{
@@ -21,12 +21,13 @@ use sea_orm::{
 };
 
 use crate::audit::{self, AuditEntry, snapshot};
-use crate::clock::{Clock, org_now};
+use crate::clock::{Clock, org_now, stored};
 use crate::error::{WorkflowError, WorkflowResult};
 use crate::jobs::{Job, record_in_outbox};
 use crate::pagination::{self, Page};
 use crate::subscriptions::{org_tz, terms};
 use crate::tenancy::add_days;
+use crate::txn::placeholder;
 
 /// THE conversion of stored minor units to an amount in `currency`
 /// (`1234` USD → `12.34`, JPY → `1234`, KWD → `1.234`).
@@ -168,40 +169,6 @@ fn illegal(invoice: &invoice::Model, action: &str, allowed: &str) -> WorkflowErr
     ))
 }
 
-/// The next `count` gapless numbers of `(org, year)`: one atomic upsert on
-/// `invoice_sequences`, inside the caller's transaction (the row stays
-/// locked until it commits, so numbers are gapless and never reused).
-/// Returns the first of them.
-async fn take_numbers<C: ConnectionTrait>(
-    txn: &C,
-    org: &str,
-    year: i32,
-    count: i64,
-) -> WorkflowResult<i64> {
-    let backend = txn.get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => {
-            "INSERT INTO invoice_sequences (organization_id, year, last_seq) VALUES ($1, $2, $3) \
-             ON CONFLICT (organization_id, year) DO UPDATE SET last_seq = invoice_sequences.last_seq + $3 \
-             RETURNING last_seq"
-        }
-        _ => {
-            "INSERT INTO invoice_sequences (organization_id, year, last_seq) VALUES (?1, ?2, ?3) \
-             ON CONFLICT (organization_id, year) DO UPDATE SET last_seq = invoice_sequences.last_seq + ?3 \
-             RETURNING last_seq"
-        }
-    };
-    let row = txn
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [org.into(), year.into(), count.into()],
-        ))
-        .await?
-        .ok_or_else(|| WorkflowError::Internal("invoice sequence returned no row".into()))?;
-    Ok(row.try_get::<i64>("", "last_seq")? - count + 1)
-}
-
 /// Finalizes a DRAFT: freezes its lines, assigns the next gapless number
 /// `{prefix}-{YYYY}-{seq:06}` (year of `now` in the organization's
 /// timezone), sets `dueAt = now + netTermsDays` and the content hash, and
@@ -280,49 +247,20 @@ pub async fn freeze<C: ConnectionTrait>(
 
 /// The first half of [`freeze`], for an invoice and lines as stored:
 /// everything but the number and the overdue job
-/// ([`Finalized::overdue_job`]), which the caller records. The invoice is OPEN (or PAID) inside the
-/// transaction, without a number until [`number`] gives it one, which must
-/// happen before commit.
-pub async fn freeze_unnumbered<C: ConnectionTrait>(
+/// ([`Finalized::overdue_job`]), which the caller records. The invoice is
+/// OPEN (or PAID) inside the transaction, without a number until [`number`]
+/// gives it one, which must happen before commit.
+async fn freeze_unnumbered<C: ConnectionTrait>(
     txn: &C,
     org: &organization::Model,
     inv: invoice::Model,
     lines: &[invoice_line::Model],
     now: DateTime<Utc>,
 ) -> WorkflowResult<Finalized> {
-    if inv.status != InvoiceStatus::Draft {
-        return Err(illegal(&inv, "finalize", "DRAFT"));
-    }
-    let currency = currency_of(&inv.currency)?;
-    let computed = billing::Invoice::from_lines(
-        lines.iter().map(|l| billing_line(currency, l)).collect(),
-        currency,
-    )
-    .map_err(|e| WorkflowError::bad_input(format!("cannot finalize invoice {}: {e}", inv.id)))?;
-    // Stored with microseconds on both backends: the model below is exactly
-    // the row written, so it need not be read back.
-    let now = now.trunc_subsecs(6);
-    let total_minor = currency.to_minor_units(computed.total)?;
-    let paid_now = total_minor == 0;
-    let due_at = add_days(now, i64::from(org.net_terms_days))?;
-    let updated = invoice::Model {
-        status: if paid_now {
-            InvoiceStatus::Paid
-        } else {
-            InvoiceStatus::Open
-        },
-        subtotal_minor: currency.to_minor_units(computed.subtotal)?,
-        total_minor,
-        period_start: Some(computed.period_start),
-        period_end: Some(computed.period_end),
-        finalized_at: Some(now),
-        due_at: Some(due_at),
-        paid_at: paid_now.then_some(now),
-        content_hash: Some(billing::content_hash(&computed)),
-        ..inv.clone()
-    };
+    let finalized = finalized_unnumbered(org, inv, lines, now)?;
+    let updated = &finalized.after;
     let result = invoice::Entity::update_many()
-        .filter(invoice::Column::Id.eq(&inv.id))
+        .filter(invoice::Column::Id.eq(&updated.id))
         .filter(invoice::Column::Status.eq(InvoiceStatus::Draft))
         .col_expr(
             invoice::Column::Status,
@@ -347,20 +285,63 @@ pub async fn freeze_unnumbered<C: ConnectionTrait>(
     if result.rows_affected != 1 {
         return Err(WorkflowError::conflict(format!(
             "invoice {} changed concurrently, retry",
-            inv.id
+            updated.id
         )));
     }
-    Ok(Finalized {
-        before: inv,
-        after: updated,
-    })
+    Ok(finalized)
+}
+
+/// What finalizing the DRAFT `inv` with `lines` at `now` makes of it, before
+/// its number, computed without writing: totals and content hash from the
+/// lines, `dueAt`, OPEN or (at total zero) PAID. [`freeze_unnumbered`]
+/// writes it over a stored draft; a step that finalizes a draft it has not
+/// stored yet writes it as it is.
+pub fn finalized_unnumbered(
+    org: &organization::Model,
+    inv: invoice::Model,
+    lines: &[invoice_line::Model],
+    now: DateTime<Utc>,
+) -> WorkflowResult<Finalized> {
+    if inv.status != InvoiceStatus::Draft {
+        return Err(illegal(&inv, "finalize", "DRAFT"));
+    }
+    let currency = currency_of(&inv.currency)?;
+    let computed = billing::Invoice::from_lines(
+        lines.iter().map(|l| billing_line(currency, l)).collect(),
+        currency,
+    )
+    .map_err(|e| WorkflowError::bad_input(format!("cannot finalize invoice {}: {e}", inv.id)))?;
+    let now = stored(now);
+    let total_minor = currency.to_minor_units(computed.total)?;
+    let paid_now = total_minor == 0;
+    let due_at = add_days(now, i64::from(org.net_terms_days))?;
+    let after = invoice::Model {
+        status: if paid_now {
+            InvoiceStatus::Paid
+        } else {
+            InvoiceStatus::Open
+        },
+        subtotal_minor: currency.to_minor_units(computed.subtotal)?,
+        total_minor,
+        period_start: Some(computed.period_start),
+        period_end: Some(computed.period_end),
+        finalized_at: Some(now),
+        due_at: Some(due_at),
+        paid_at: paid_now.then_some(now),
+        content_hash: Some(billing::content_hash(&computed)),
+        ..inv.clone()
+    };
+    Ok(Finalized { before: inv, after })
 }
 
 /// The second half of [`freeze`]: numbers `finalized`, in order, with the
 /// next gapless numbers `{prefix}-{YYYY}-{seq:06}` of the year each was
-/// finalized in (organization timezone): one sequence update and one
-/// invoice update per year. Call it last: the sequence row stays locked
-/// until commit.
+/// finalized in (organization timezone), taken from the `invoice_sequences`
+/// row of `(org, year)` by an atomic upsert inside the caller's transaction:
+/// the row stays locked until commit, so numbers are gapless and never
+/// reused. One statement per year on PostgreSQL (the upsert and the update of
+/// the invoices together), two on SQLite. Call it last: everything after it
+/// holds the organization's sequence.
 pub async fn number<C: ConnectionTrait>(
     txn: &C,
     org: &organization::Model,
@@ -378,7 +359,7 @@ pub async fn number<C: ConnectionTrait>(
         }
     }
     for year in years {
-        let of_year: Vec<&mut Finalized> = finalized
+        let mut of_year: Vec<&mut Finalized> = finalized
             .iter_mut()
             .filter(|f| {
                 f.after
@@ -386,37 +367,117 @@ pub async fn number<C: ConnectionTrait>(
                     .is_some_and(|at| at.with_timezone(&tz).year() == year)
             })
             .collect();
-        let count = i64::try_from(of_year.len())
-            .map_err(|_| WorkflowError::Internal("too many invoices".into()))?;
-        let first = take_numbers(txn, &org.id, year, count).await?;
-        let mut numbers = sea_orm::sea_query::CaseStatement::new();
-        let mut seqs = sea_orm::sea_query::CaseStatement::new();
-        let mut ids = Vec::with_capacity(of_year.len());
-        for (seq, f) in (first..).zip(of_year) {
-            let text = format!("{}-{year}-{seq:06}", org.invoice_prefix);
-            numbers = numbers.case(invoice::Column::Id.eq(&f.after.id), text.clone());
-            seqs = seqs.case(invoice::Column::Id.eq(&f.after.id), seq);
-            f.after.number = Some(text);
+        let ids: Vec<&str> = of_year.iter().map(|f| f.after.id.as_str()).collect();
+        let mut numbers = take_numbers(txn, org, year, &ids).await?;
+        for f in of_year.iter_mut() {
+            let (number, seq) = numbers.remove(&f.after.id).ok_or_else(|| {
+                WorkflowError::conflict(format!(
+                    "invoice {} was numbered concurrently, retry",
+                    f.after.id
+                ))
+            })?;
+            f.after.number = Some(number);
             f.after.number_year = Some(year);
             f.after.number_seq = Some(seq);
-            ids.push(f.after.id.clone());
-        }
-        let expected = ids.len() as u64;
-        let result = invoice::Entity::update_many()
-            .col_expr(invoice::Column::Number, numbers.into())
-            .col_expr(invoice::Column::NumberYear, Some(year).into())
-            .col_expr(invoice::Column::NumberSeq, seqs.into())
-            .filter(invoice::Column::Id.is_in(ids))
-            .filter(invoice::Column::Number.is_null())
-            .exec(txn)
-            .await?;
-        if result.rows_affected != expected {
-            return Err(WorkflowError::conflict(
-                "an invoice was numbered concurrently, retry".to_string(),
-            ));
         }
     }
     Ok(())
+}
+
+/// Takes the next `ids.len()` numbers of `(org, year)` and writes them on
+/// the unnumbered invoices `ids`, in order; returns each invoice's number
+/// and sequence. The number's text is made here, in SQL, and only here.
+async fn take_numbers<C: ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    year: i32,
+    ids: &[&str],
+) -> WorkflowResult<HashMap<String, (String, i64)>> {
+    let backend = txn.get_database_backend();
+    let count = i64::try_from(ids.len())
+        .map_err(|_| WorkflowError::Internal("too many invoices".into()))?;
+    let p = |n: usize| placeholder(backend, n);
+    let upsert = format!(
+        "INSERT INTO invoice_sequences (organization_id, year, last_seq) VALUES ({org}, {year}, {count}) \
+         ON CONFLICT (organization_id, year) DO UPDATE SET last_seq = invoice_sequences.last_seq + {count} \
+         RETURNING last_seq - {count} AS base",
+        org = p(1),
+        year = p(2),
+        count = p(3),
+    );
+    let mut values: Vec<sea_orm::Value> = vec![
+        org.id.clone().into(),
+        year.into(),
+        count.into(),
+        org.invoice_prefix.clone().into(),
+    ];
+    let mut rows = Vec::with_capacity(ids.len());
+    for (ordinal, id) in (1_i64..).zip(ids) {
+        rows.push(format!(
+            "({}, {})",
+            p(values.len() + 1),
+            p(values.len() + 2)
+        ));
+        values.push(id.to_string().into());
+        values.push(ordinal.into());
+    }
+    let (with, base, from, seq_text) = match backend {
+        DbBackend::Postgres => (
+            format!("WITH taken AS ({upsert}) "),
+            "taken.base".to_string(),
+            "taken, ",
+            "lpad(SEQ::text, greatest(6, length(SEQ::text)), '0')",
+        ),
+        _ => {
+            // SQLite has no data-modifying WITH: the upsert goes first.
+            let row = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    backend,
+                    upsert,
+                    values[..3].to_vec(),
+                ))
+                .await?
+                .ok_or_else(|| {
+                    WorkflowError::Internal("invoice sequence returned no row".into())
+                })?;
+            let base: i64 = row.try_get("", "base")?;
+            (String::new(), base.to_string(), "", "printf('%06d', SEQ)")
+        }
+    };
+    let seq = format!("({base} + v.column2)");
+    let sql = format!(
+        "{with}UPDATE invoices SET number_year = {year}, number_seq = {seq}, \
+         number = {prefix} || '-' || {year_text} || '-' || {seq_text} \
+         FROM {from}(VALUES {rows}) AS v \
+         WHERE invoices.id = v.column1 AND invoices.organization_id = {org} AND invoices.number IS NULL \
+         RETURNING invoices.id, invoices.number, invoices.number_seq",
+        year = p(2),
+        prefix = p(4),
+        year_text = match backend {
+            DbBackend::Postgres => format!("{}::text", p(2)),
+            _ => p(2),
+        },
+        seq_text = seq_text.replace("SEQ", &seq),
+        rows = rows.join(", "),
+        org = p(1),
+    );
+    let numbered = txn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    numbered
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<String>("", "id")?,
+                (
+                    row.try_get::<Option<String>>("", "number")?
+                        .unwrap_or_default(),
+                    row.try_get::<Option<i64>>("", "number_seq")?
+                        .unwrap_or_default(),
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// `finalizeInvoice`: [`finalize`] in its own transaction.
@@ -686,51 +747,4 @@ pub async fn upcoming<C: ConnectionTrait>(
         })
         .collect::<WorkflowResult<Vec<_>>>()?;
     Ok(Some(Unsaved { invoice, lines }))
-}
-
-/// The customer's accepted events from `complete_from` on, for these meters.
-pub async fn load_usage<C: ConnectionTrait>(
-    db: &C,
-    org: &str,
-    customer_id: &str,
-    meters: std::collections::BTreeMap<String, billing::Meter>,
-    complete_from: DateTime<Utc>,
-) -> WorkflowResult<billing::UsageByMeter> {
-    let mut usage = billing::UsageByMeter {
-        meters,
-        events: Default::default(),
-        complete_from,
-    };
-    if usage.meters.is_empty() {
-        return Ok(usage);
-    }
-    let stored_meters = entity::meter::Entity::find()
-        .filter(entity::meter::Column::OrganizationId.eq(org))
-        .filter(entity::meter::Column::Code.is_in(usage.meters.keys().cloned()))
-        .all(db)
-        .await?;
-    let code_of: HashMap<String, String> =
-        stored_meters.into_iter().map(|m| (m.id, m.code)).collect();
-    for event in usage_event::Entity::find()
-        .filter(usage_event::Column::OrganizationId.eq(org))
-        .filter(usage_event::Column::CustomerId.eq(customer_id))
-        .filter(usage_event::Column::MeterId.is_in(code_of.keys().cloned()))
-        .filter(usage_event::Column::Timestamp.gte(complete_from))
-        .all(db)
-        .await?
-    {
-        if let Some(code) = code_of.get(&event.meter_id) {
-            usage
-                .events
-                .entry(code.clone())
-                .or_default()
-                .push(billing::UsageEvent {
-                    idempotency_key: event.idempotency_key,
-                    timestamp: event.timestamp,
-                    value: event.value.get(),
-                    properties: event.properties.unwrap_or(serde_json::Value::Null),
-                });
-        }
-    }
-    Ok(usage)
 }

@@ -650,15 +650,42 @@ pub async fn terms_with<C: ConnectionTrait>(
     sub: &subscription::Model,
     plans: &mut Plans,
 ) -> WorkflowResult<(billing::SubscriptionTerms, BTreeMap<String, billing::Meter>)> {
-    let plan = plans.plan(db, &org.id, &sub.plan_id).await?;
-    let schedule = schedule(org, &plan, sub.billing_anchor, sub.period_anchor)?;
-    let changes: Vec<subscription_change::Model> = subscription_change::Entity::find()
-        .filter(subscription_change::Column::SubscriptionId.eq(&sub.id))
+    let changes = changes_of(db, vec![sub.id.clone()])
+        .await?
+        .remove(&sub.id)
+        .unwrap_or_default();
+    terms_given(db, org, sub, &changes, plans).await
+}
+
+/// The plan and quantity changes of these subscriptions (cancels aside),
+/// by subscription, in the order [`terms_given`] takes them: by effective
+/// instant, then id.
+pub async fn changes_of<C: ConnectionTrait>(
+    db: &C,
+    subscription_ids: Vec<String>,
+) -> WorkflowResult<HashMap<String, Vec<subscription_change::Model>>> {
+    let changes = subscription_change::Entity::find()
+        .filter(subscription_change::Column::SubscriptionId.is_in(subscription_ids))
         .filter(subscription_change::Column::Kind.ne(SubscriptionChangeKind::Cancel))
         .order_by_asc(subscription_change::Column::EffectiveAt)
         .order_by_asc(subscription_change::Column::Id)
         .all(db)
         .await?;
+    Ok(crate::pagination::group_by_parent(changes, |c| {
+        Some(c.subscription_id.as_str())
+    }))
+}
+
+/// [`terms_with`] given the subscription's changes ([`changes_of`]).
+pub async fn terms_given<C: ConnectionTrait>(
+    db: &C,
+    org: &organization::Model,
+    sub: &subscription::Model,
+    changes: &[subscription_change::Model],
+    plans: &mut Plans,
+) -> WorkflowResult<(billing::SubscriptionTerms, BTreeMap<String, billing::Meter>)> {
+    let plan = plans.plan(db, &org.id, &sub.plan_id).await?;
+    let schedule = schedule(org, &plan, sub.billing_anchor, sub.period_anchor)?;
     let mut plan_ids: BTreeSet<String> = changes.iter().map(|c| c.plan_id.clone()).collect();
     plan_ids.insert(sub.plan_id.clone());
     plans.read_versions(db, &plan_ids).await?;

@@ -99,7 +99,7 @@ pub async fn run(
             pending_invoice_item::Entity::update_many()
                 .col_expr(
                     pending_invoice_item::Column::InvoiceId,
-                    Expr::value(Some(invoice.id.clone())),
+                    Expr::value(Some(invoice.draft.id.clone())),
                 )
                 .filter(
                     pending_invoice_item::Column::Id.is_in(pending.iter().map(|p| p.id.clone())),
@@ -107,7 +107,7 @@ pub async fn run(
                 .exec(&txn)
                 .await?;
         }
-        draft::finish(&txn, &org, &actor, &invoice, Vec::new(), now).await?;
+        draft::finish(&txn, &org, &actor, invoice, Vec::new(), now).await?;
         return commit_step(txn, job, clock, StepOutcome::Done).await;
     }
 
@@ -145,7 +145,7 @@ pub async fn run(
                 },
             )
             .await?;
-            draft::finish(&txn, &org, &actor, &invoice, Vec::new(), now).await?;
+            draft::finish(&txn, &org, &actor, invoice, Vec::new(), now).await?;
         }
     }
     commit_step(txn, job, clock, StepOutcome::Done).await

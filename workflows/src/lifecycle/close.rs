@@ -11,12 +11,14 @@
 //! one, in order.
 //!
 //! Closes of one organization due together run in batches ([`run_batch`]):
-//! one transaction, the batch's reads done once for all of it, one number
-//! range and one audit append; each close in it is the one [`run`] makes.
+//! one transaction that reads each table once for the whole batch, computes
+//! every close in memory with the billing core, then writes each table once
+//! (one number range, one audit append); each close in it is the one [`run`]
+//! makes.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use entity::{
     InvoiceKind, SubscriptionChangeKind, SubscriptionStatus, invoice, organization,
     pending_invoice_item, subscription, subscription_change,
@@ -24,19 +26,21 @@ use entity::{
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    QuerySelect, Statement,
 };
 
 use crate::audit::{AuditEntry, snapshot};
-use crate::clock::{Clock, org_now};
+use crate::clock::{Clock, org_now, stored};
 use crate::error::WorkflowError;
-use crate::jobs::{Job, JobKind, record_in_outbox};
-use crate::lifecycle::start::ensure_first_invoice;
-use crate::lifecycle::{abandon, actor, draft, inputs, mark_steps, not_due};
-use crate::pagination::group_by_parent;
+use crate::invoice_actions::invoices_of_subscriptions;
+use crate::jobs::{Job, JobKind, record_all_in_outbox};
+use crate::lifecycle::inputs::{self, UsageWanted};
+use crate::lifecycle::start::first_invoice;
+use crate::lifecycle::{abandon, actor, draft, mark_steps, not_due};
 use crate::steps::{StepError, StepOutcome};
-use crate::subscriptions::{Plans, terms_with};
+use crate::subscriptions::{Plans, changes_of, terms_given};
 use crate::tenancy::load_org;
+use crate::txn::placeholder;
 
 /// The step of `period_close` jobs: a batch of one.
 pub async fn run(
@@ -49,8 +53,10 @@ pub async fn run(
 }
 
 /// Closes the periods of several `period_close` jobs of one organization in
-/// one transaction, with one invoice-number range, one audit append and one
-/// commit, which is what makes the first of the month fast. Each close is
+/// one transaction, which is what makes the first of the month fast: each
+/// table is read once and written once for the whole batch (invoices, lines
+/// and outbox rows in multi-row inserts, subscriptions in one update), with
+/// one invoice-number range, one audit append and one commit. Each close is
 /// the one [`run`] makes; the batch takes effect as a whole or not at all,
 /// so any error leaves every job as it was (the worker then runs them one by
 /// one). Returns the outcomes in the order of `jobs`.
@@ -85,35 +91,43 @@ pub async fn run_batch(
     let org = load_org(&txn, &first.organization_id).await?;
     let now = org_now(&org, clock);
     let mut read = Reads::load(&txn, &org, jobs).await?;
-    let mut outcomes = vec![StepOutcome::AlreadyDone; jobs.len()];
-    let mut drafts = Vec::new();
-    let mut moved = Vec::new();
+    let mut outcomes = vec![StepOutcome::Done; jobs.len()];
+    let mut due = Vec::new();
     for i in order {
-        let closed = close(&txn, &org, now, &jobs[i], &mut read).await?;
-        outcomes[i] = closed.outcome;
-        drafts.extend(closed.drafts);
-        moved.extend(closed.moved);
+        match due_close(&txn, &org, now, &jobs[i], &mut read).await? {
+            Ok(close) => due.push(close),
+            Err(why) => outcomes[i] = StepOutcome::Skipped(why),
+        }
     }
+    let mut wanted: Vec<&mut UsageWanted> = due.iter_mut().map(|c| &mut c.usage).collect();
+    inputs::load_usage(&txn, &org.id, &mut wanted).await?;
+    let mut closing = Closing::default();
+    for close in due {
+        closing.add(&org, now, close, &mut read)?;
+    }
+    closing.write(&txn, now).await?;
     // The ledger before the invoice numbers and the audit chain: those lock
     // the organization until commit, so the less after them the better.
     if !mark_steps(&txn, jobs, clock).await? {
         return abandon(txn, jobs).await;
     }
-    let entries = moved.iter().map(Moved::audited).collect();
-    draft::finish(&txn, &org, &actor(first), &drafts, entries, now).await?;
+    let entries = closing.moved.iter().map(Moved::audited).collect();
+    draft::finish(&txn, &org, &actor(first), closing.drafts, entries, now).await?;
     txn.commit().await?;
     Ok(outcomes)
 }
 
 /// What the closes of a batch read, read for all of them at once: their
 /// subscriptions (locked, in id order so two batches never wait on each
-/// other in a cycle), pending proration items, changes scheduled for a
-/// period end and lines already billed; plans as they are first needed.
+/// other in a cycle), their invoices and the lines already billed on them,
+/// pending proration items and plan or quantity changes; plans as they are
+/// first needed.
 struct Reads {
     subscriptions: HashMap<String, subscription::Model>,
-    pending: HashMap<String, Vec<pending_invoice_item::Model>>,
-    scheduled: HashMap<String, Vec<subscription_change::Model>>,
+    invoices: HashMap<String, Vec<invoice::Model>>,
     billed: HashMap<String, Vec<billing::BilledLine>>,
+    pending: HashMap<String, Vec<pending_invoice_item::Model>>,
+    changes: HashMap<String, Vec<subscription_change::Model>>,
     plans: Plans,
 }
 
@@ -131,44 +145,232 @@ impl Reads {
             .lock_exclusive()
             .all(txn)
             .await?;
-        let scheduled = subscription_change::Entity::find()
-            .filter(subscription_change::Column::SubscriptionId.is_in(ids.iter().cloned()))
-            .filter(subscription_change::Column::AppliedAt.is_null())
-            .filter(subscription_change::Column::Kind.is_in([
-                SubscriptionChangeKind::PlanChange,
-                SubscriptionChangeKind::QuantityChange,
-            ]))
-            .order_by_asc(subscription_change::Column::CreatedAt)
-            .order_by_asc(subscription_change::Column::Id)
-            .all(txn)
-            .await?;
+        let invoices = invoices_of_subscriptions(txn, &org.id, ids.clone()).await?;
         Ok(Reads {
             subscriptions: subscriptions
                 .into_iter()
                 .map(|s| (s.id.clone(), s))
                 .collect(),
+            billed: inputs::billed_lines_of(txn, org, &invoices).await?,
+            invoices,
             pending: inputs::pending_items_of(txn, ids.clone()).await?,
-            scheduled: group_by_parent(scheduled, |c| Some(c.subscription_id.as_str())),
-            billed: inputs::billed_lines_of(txn, org, ids).await?,
+            changes: changes_of(txn, ids).await?,
             plans: Plans::default(),
         })
     }
+
+    /// Whether the subscription's first invoice is written.
+    fn has_first_invoice(&self, subscription_id: &str) -> bool {
+        let key = draft::first_key(subscription_id);
+        self.invoices
+            .get(subscription_id)
+            .is_some_and(|invoices| invoices.iter().any(|i| i.billing_key == key))
+    }
 }
 
-/// What closing one period wrote, for the batch's shared ending.
-struct Closed {
-    outcome: StepOutcome,
-    drafts: Vec<invoice::Model>,
-    moved: Option<Moved>,
+/// A close that is due, with what it bills from (its usage is read for the
+/// whole batch before any close is computed).
+struct DueClose {
+    sub: subscription::Model,
+    terms: billing::SubscriptionTerms,
+    n: u32,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    usage: UsageWanted,
 }
 
-impl Closed {
-    fn skipped(why: String) -> Closed {
-        Closed {
-            outcome: StepOutcome::Skipped(why),
-            drafts: Vec::new(),
-            moved: None,
+/// The close `job` asks for, or why there is nothing to close (the period
+/// is closed already, the subscription has ended).
+async fn due_close<C: ConnectionTrait>(
+    txn: &C,
+    org: &organization::Model,
+    now: DateTime<Utc>,
+    job: &Job,
+    read: &mut Reads,
+) -> Result<Result<DueClose, String>, StepError> {
+    let sub = read
+        .subscriptions
+        .remove(&job.subject_id)
+        .ok_or(WorkflowError::NotFound("subscription"))?;
+    let (Some(start), Some(end)) = (sub.current_period_start, sub.current_period_end) else {
+        return Ok(Err(format!(
+            "subscription is {} with no open period",
+            sub.status
+        )));
+    };
+    let open = matches!(
+        sub.status,
+        SubscriptionStatus::Active | SubscriptionStatus::PastDue
+    );
+    if !open || job.key != Job::period_close(&org.id, &sub.id, start, end).key {
+        return Ok(Err(format!(
+            "period already closed (subscription is {})",
+            sub.status
+        )));
+    }
+    if now < end {
+        return Err(not_due("period end", end, now));
+    }
+    let n = u32::try_from(sub.period_index)
+        .map_err(|_| WorkflowError::Internal("negative period index".into()))?;
+    let changes = read.changes.get(&sub.id).map_or(&[][..], Vec::as_slice);
+    let (terms, meters) = terms_given(txn, org, &sub, changes, &mut read.plans).await?;
+    let usage = inputs::usage_wanted(org, &sub, &terms, meters, n)?;
+    Ok(Ok(DueClose {
+        sub,
+        terms,
+        n,
+        start,
+        end,
+        usage,
+    }))
+}
+
+/// What a batch's closes write, gathered in memory and written together.
+#[derive(Default)]
+struct Closing {
+    drafts: Vec<draft::Composed>,
+    /// Pending items billed on an invoice of the batch: (invoice, items).
+    pending_billed: Vec<(String, Vec<String>)>,
+    /// Subscriptions moved to their next period: (period index before, after).
+    advanced: Vec<(i32, subscription::Model)>,
+    /// Subscriptions ending with this close.
+    ended: Vec<subscription::Model>,
+    /// Changes scheduled for the period end, applied by this close.
+    applied_changes: Vec<String>,
+    /// Closes already due of the periods just opened (catching up).
+    next_closes: Vec<Job>,
+    moved: Vec<Moved>,
+}
+
+impl Closing {
+    /// Computes one close: its invoice (and the first invoice, when period 0
+    /// closes before the start step wrote it) and the subscription after it.
+    fn add(
+        &mut self,
+        org: &organization::Model,
+        now: DateTime<Utc>,
+        close: DueClose,
+        read: &mut Reads,
+    ) -> Result<(), StepError> {
+        let DueClose {
+            sub,
+            terms,
+            n,
+            start,
+            end,
+            usage,
+        } = close;
+        let currency = inputs::currency(org)?;
+        let mut billed = read.billed.remove(&sub.id).unwrap_or_default();
+        // Period 0 may close before the start step ran (a back-dated start, a
+        // catch-up race): the first invoice is written here then, identically.
+        if n == 0 && !read.has_first_invoice(&sub.id) {
+            let first = first_invoice(org, &sub, &terms, &billed, now)?;
+            if let Some(first) = first {
+                billed.extend(first.lines.iter().map(|l| inputs::billed(currency, l)));
+                self.drafts.push(first);
+            }
         }
+        let mut lines = billing::close_period(&terms, n, &usage.usage, &billed, currency)?;
+        let pending = read.pending.remove(&sub.id).unwrap_or_default();
+        lines.extend(
+            pending
+                .iter()
+                .map(|item| inputs::pending_line(currency, item)),
+        );
+        let ends_here = sub.cancel_at_period_end;
+        let invoice = draft::compose(draft::Draft {
+            org,
+            sub: &sub,
+            kind: if ends_here {
+                InvoiceKind::Final
+            } else {
+                InvoiceKind::Periodic
+            },
+            billing_key: draft::periodic_key(&sub.id, start),
+            lines,
+            boundary: end,
+            now,
+        })?;
+        if let Some(invoice) = invoice {
+            if !pending.is_empty() {
+                let items = pending.into_iter().map(|p| p.id).collect();
+                self.pending_billed.push((invoice.draft.id.clone(), items));
+            }
+            self.drafts.push(invoice);
+        }
+
+        let after = if ends_here {
+            ended(&sub, end, now)
+        } else {
+            let changes = read.changes.get(&sub.id).map_or(&[][..], Vec::as_slice);
+            let (after, applied) = advanced(&sub, &terms, n, (end, changes), now)?;
+            self.applied_changes.extend(applied);
+            after
+        };
+        if let (false, Some(next_start), Some(next_end)) = (
+            ends_here,
+            after.current_period_start,
+            after.current_period_end,
+        ) && next_end <= now
+        {
+            self.next_closes
+                .push(Job::period_close(&org.id, &sub.id, next_start, next_end));
+        }
+        if ends_here {
+            self.ended.push(after.clone());
+        } else {
+            self.advanced.push((sub.period_index, after.clone()));
+        }
+        self.moved.push(Moved {
+            action: if ends_here {
+                "subscription.ended"
+            } else {
+                "subscription.period_closed"
+            },
+            before: sub,
+            after,
+        });
+        Ok(())
+    }
+
+    /// Writes everything but the numbers and the audit entries
+    /// ([`draft::finish`]).
+    async fn write<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        now: DateTime<Utc>,
+    ) -> Result<(), StepError> {
+        draft::insert_all(txn, &self.drafts, now).await?;
+        for (invoice_id, items) in &self.pending_billed {
+            pending_invoice_item::Entity::update_many()
+                .col_expr(
+                    pending_invoice_item::Column::InvoiceId,
+                    Expr::value(Some(invoice_id.clone())),
+                )
+                .filter(pending_invoice_item::Column::Id.is_in(items.iter().cloned()))
+                .exec(txn)
+                .await?;
+        }
+        if !self.applied_changes.is_empty() {
+            subscription_change::Entity::update_many()
+                .col_expr(
+                    subscription_change::Column::AppliedAt,
+                    Expr::value(Some(now)),
+                )
+                .filter(subscription_change::Column::Id.is_in(self.applied_changes.iter().cloned()))
+                .exec(txn)
+                .await?;
+        }
+        for chunk in self.advanced.chunks(1_000) {
+            write_advanced(txn, chunk).await?;
+        }
+        for after in &self.ended {
+            write_ended(txn, after).await?;
+        }
+        record_all_in_outbox(txn, self.next_closes.iter().map(|job| (job, now))).await?;
+        Ok(())
     }
 }
 
@@ -191,131 +393,21 @@ impl Moved {
     }
 }
 
-/// Closes the period of one job, inside the batch's transaction.
-async fn close<C: ConnectionTrait>(
-    txn: &C,
-    org: &organization::Model,
-    now: DateTime<Utc>,
-    job: &Job,
-    read: &mut Reads,
-) -> Result<Closed, StepError> {
-    let sub = read
-        .subscriptions
-        .remove(&job.subject_id)
-        .ok_or(WorkflowError::NotFound("subscription"))?;
-    let (Some(start), Some(end)) = (sub.current_period_start, sub.current_period_end) else {
-        let why = format!("subscription is {} with no open period", sub.status);
-        return Ok(Closed::skipped(why));
-    };
-    let open = matches!(
-        sub.status,
-        SubscriptionStatus::Active | SubscriptionStatus::PastDue
-    );
-    if !open || job.key != Job::period_close(&org.id, &sub.id, start, end).key {
-        let why = format!("period already closed (subscription is {})", sub.status);
-        return Ok(Closed::skipped(why));
-    }
-    if now < end {
-        return Err(not_due("period end", end, now));
-    }
-    let n = u32::try_from(sub.period_index)
-        .map_err(|_| WorkflowError::Internal("negative period index".into()))?;
-    let currency = inputs::currency(org)?;
-
-    // Period 0 may close before the start step ran (a back-dated start, a
-    // catch-up race): the first invoice is written here then, identically.
-    let (terms, meters) = terms_with(txn, org, &sub, &mut read.plans).await?;
-    let first = match n {
-        0 => ensure_first_invoice(txn, org, &sub, &terms, now).await?,
-        _ => None,
-    };
-    let billed = match first {
-        // Written a moment ago, so not among what the batch read.
-        Some(_) => inputs::billed_lines(txn, org, &sub.id, None).await?,
-        None => read.billed.remove(&sub.id).unwrap_or_default(),
-    };
-    let mut lines =
-        inputs::period_close_lines_given(txn, org, &sub, (&terms, meters), n, &billed).await?;
-    let pending = read.pending.remove(&sub.id).unwrap_or_default();
-    lines.extend(
-        pending
-            .iter()
-            .map(|item| inputs::pending_line(currency, item)),
-    );
-    let ends_here = sub.cancel_at_period_end;
-    let invoice = draft::write(
-        txn,
-        draft::Draft {
-            org,
-            sub: &sub,
-            kind: if ends_here {
-                InvoiceKind::Final
-            } else {
-                InvoiceKind::Periodic
-            },
-            billing_key: draft::periodic_key(&sub.id, start),
-            lines,
-            boundary: end,
-            now,
-        },
-    )
-    .await?;
-    if let Some(invoice) = &invoice
-        && !pending.is_empty()
-    {
-        pending_invoice_item::Entity::update_many()
-            .col_expr(
-                pending_invoice_item::Column::InvoiceId,
-                Expr::value(Some(invoice.id.clone())),
-            )
-            .filter(pending_invoice_item::Column::Id.is_in(pending.iter().map(|p| p.id.clone())))
-            .exec(txn)
-            .await?;
-    }
-
-    let after = if ends_here {
-        end_subscription(txn, &sub, end, now).await?
-    } else {
-        let scheduled = read.scheduled.remove(&sub.id).unwrap_or_default();
-        advance(txn, &sub, &terms, n, (end, scheduled), now).await?
-    };
-    if let (false, Some(next_start), Some(next_end)) = (
-        ends_here,
-        after.current_period_start,
-        after.current_period_end,
-    ) && next_end <= now
-    {
-        let next = Job::period_close(&org.id, &sub.id, next_start, next_end);
-        record_in_outbox(txn, &next, now).await?;
-    }
-    Ok(Closed {
-        outcome: StepOutcome::Done,
-        drafts: first.into_iter().chain(invoice).collect(),
-        moved: Some(Moved {
-            action: if ends_here {
-                "subscription.ended"
-            } else {
-                "subscription.period_closed"
-            },
-            before: sub,
-            after,
-        }),
-    })
-}
-
 /// Cancel-at-period-end reached: CANCELED at the period end.
-async fn end_subscription<C: ConnectionTrait>(
-    txn: &C,
-    sub: &subscription::Model,
-    end: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Result<subscription::Model, StepError> {
-    let after = subscription::Model {
+fn ended(sub: &subscription::Model, end: DateTime<Utc>, now: DateTime<Utc>) -> subscription::Model {
+    subscription::Model {
         status: SubscriptionStatus::Canceled,
         canceled_at: Some(end),
         updated_at: stored(now),
         ..sub.clone()
-    };
+    }
+}
+
+/// Writes an [`ended`] subscription (compare-and-set on its period).
+async fn write_ended<C: ConnectionTrait>(
+    txn: &C,
+    after: &subscription::Model,
+) -> Result<(), StepError> {
     let changed = subscription::Entity::update_many()
         .col_expr(
             subscription::Column::Status,
@@ -329,44 +421,42 @@ async fn end_subscription<C: ConnectionTrait>(
             subscription::Column::UpdatedAt,
             Expr::value(after.updated_at),
         )
-        .filter(subscription::Column::Id.eq(&sub.id))
-        .filter(subscription::Column::PeriodIndex.eq(sub.period_index))
+        .filter(subscription::Column::Id.eq(&after.id))
+        .filter(subscription::Column::PeriodIndex.eq(after.period_index))
         .filter(subscription::Column::Status.ne(SubscriptionStatus::Canceled))
         .exec(txn)
         .await?;
-    changed_once(changed.rows_affected, after)
+    changed_as_expected(changed.rows_affected, 1)
 }
 
-/// Opens period `n + 1`, applying plan or quantity changes scheduled for the
-/// period end (PERIOD_END timing): those of `unapplied` (the subscription's
-/// unapplied plan and quantity changes, oldest first) effective at `end`.
-async fn advance<C: ConnectionTrait>(
-    txn: &C,
+/// The subscription in period `n + 1`, with the plan or quantity changes
+/// scheduled for the period end (PERIOD_END timing) applied: those of
+/// `changes` (the subscription's, [`changes_of`]) not applied yet and
+/// effective at `end`, the last recorded winning.
+fn advanced(
     sub: &subscription::Model,
     terms: &billing::SubscriptionTerms,
     n: u32,
-    (end, unapplied): (DateTime<Utc>, Vec<subscription_change::Model>),
+    (end, changes): (DateTime<Utc>, &[subscription_change::Model]),
     now: DateTime<Utc>,
-) -> Result<subscription::Model, StepError> {
-    let scheduled: Vec<subscription_change::Model> = unapplied
-        .into_iter()
-        .filter(|c| c.effective_at == end)
+) -> Result<(subscription::Model, Vec<String>), StepError> {
+    let mut scheduled: Vec<&subscription_change::Model> = changes
+        .iter()
+        .filter(|c| {
+            c.applied_at.is_none()
+                && c.effective_at == end
+                && matches!(
+                    c.kind,
+                    SubscriptionChangeKind::PlanChange | SubscriptionChangeKind::QuantityChange
+                )
+        })
         .collect();
+    scheduled.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
     let (plan_id, quantity) = scheduled
         .last()
         .map_or((sub.plan_id.clone(), sub.quantity), |c| {
             (c.plan_id.clone(), c.quantity)
         });
-    if !scheduled.is_empty() {
-        subscription_change::Entity::update_many()
-            .col_expr(
-                subscription_change::Column::AppliedAt,
-                Expr::value(Some(now)),
-            )
-            .filter(subscription_change::Column::Id.is_in(scheduled.iter().map(|c| c.id.clone())))
-            .exec(txn)
-            .await?;
-    }
     let next = terms
         .schedule
         .period(n + 1)
@@ -380,50 +470,60 @@ async fn advance<C: ConnectionTrait>(
         updated_at: stored(now),
         ..sub.clone()
     };
-    let changed = subscription::Entity::update_many()
-        .col_expr(
-            subscription::Column::PeriodIndex,
-            Expr::value(after.period_index),
-        )
-        .col_expr(
-            subscription::Column::CurrentPeriodStart,
-            Expr::value(after.current_period_start),
-        )
-        .col_expr(
-            subscription::Column::CurrentPeriodEnd,
-            Expr::value(after.current_period_end),
-        )
-        .col_expr(
-            subscription::Column::PlanId,
-            Expr::value(after.plan_id.clone()),
-        )
-        .col_expr(subscription::Column::Quantity, Expr::value(after.quantity))
-        .col_expr(
-            subscription::Column::UpdatedAt,
-            Expr::value(after.updated_at),
-        )
-        .filter(subscription::Column::Id.eq(&sub.id))
-        .filter(subscription::Column::PeriodIndex.eq(sub.period_index))
-        .exec(txn)
+    Ok((after, scheduled.into_iter().map(|c| c.id.clone()).collect()))
+}
+
+/// Writes [`advanced`] subscriptions, each a compare-and-set on the period
+/// index it had (`before`), all in one statement.
+async fn write_advanced<C: ConnectionTrait>(
+    txn: &C,
+    advanced: &[(i32, subscription::Model)],
+) -> Result<(), StepError> {
+    if advanced.is_empty() {
+        return Ok(());
+    }
+    const COLUMNS: usize = 8;
+    let backend = txn.get_database_backend();
+    let mut rows = Vec::with_capacity(advanced.len());
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(advanced.len() * COLUMNS);
+    for (before, after) in advanced {
+        let first = values.len() + 1;
+        let params: Vec<String> = (first..first + COLUMNS)
+            .map(|n| placeholder(backend, n))
+            .collect();
+        rows.push(format!("({})", params.join(", ")));
+        values.extend([
+            after.id.clone().into(),
+            (*before).into(),
+            after.period_index.into(),
+            after.current_period_start.into(),
+            after.current_period_end.into(),
+            after.plan_id.clone().into(),
+            after.quantity.into(),
+            after.updated_at.into(),
+        ]);
+    }
+    // VALUES columns are named column1, column2, … on both backends.
+    let sql = format!(
+        "UPDATE subscriptions SET period_index = v.column3, \
+         current_period_start = v.column4, current_period_end = v.column5, \
+         plan_id = v.column6, quantity = v.column7, updated_at = v.column8 \
+         FROM (VALUES {}) AS v \
+         WHERE subscriptions.id = v.column1 AND subscriptions.period_index = v.column2",
+        rows.join(", ")
+    );
+    let changed = txn
+        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    changed_once(changed.rows_affected, after)
+    changed_as_expected(changed.rows_affected(), advanced.len())
 }
 
-/// An instant as both backends store it (microseconds), so the model built
-/// in memory is exactly the row written and need not be read back.
-fn stored(at: DateTime<Utc>) -> DateTime<Utc> {
-    at.trunc_subsecs(6)
-}
-
-/// The subscription as written, when the compare-and-set update hit its row.
-fn changed_once(
-    rows_affected: u64,
-    after: subscription::Model,
-) -> Result<subscription::Model, StepError> {
-    if rows_affected != 1 {
+/// Whether each compare-and-set update hit its row.
+fn changed_as_expected(rows_affected: u64, expected: usize) -> Result<(), StepError> {
+    if rows_affected != expected as u64 {
         return Err(StepError::Transient(
             "subscription changed concurrently".into(),
         ));
     }
-    Ok(after)
+    Ok(())
 }

@@ -1,16 +1,17 @@
 //! Loading what the billing core needs, for steps and for `upcomingInvoice`
 //! alike, so the invoice a step writes is exactly the one that was previewed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
-use entity::{Dec, invoice, invoice_line, organization, pending_invoice_item, subscription};
+use entity::{
+    Dec, invoice, invoice_line, meter, organization, pending_invoice_item, subscription,
+    usage_event,
+};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::error::{WorkflowError, WorkflowResult};
-use crate::invoice_actions::{
-    billing_line, invoices_of_subscriptions, line_kind, lines_of, load_usage,
-};
+use crate::invoice_actions::{billing_line, line_kind, lines_of};
 
 /// The organization's currency.
 pub fn currency(org: &organization::Model) -> WorkflowResult<billing::Currency> {
@@ -42,24 +43,24 @@ pub async fn billed_lines<C: ConnectionTrait>(
         .collect())
 }
 
-/// [`billed_lines`] of several subscriptions (nothing excluded), read in
-/// two queries, by subscription.
+/// [`billed_lines`] of several subscriptions (nothing excluded), given their
+/// invoices ([`crate::invoice_actions::invoices_of_subscriptions`]): their lines in one query, by
+/// subscription.
 pub async fn billed_lines_of<C: ConnectionTrait>(
     db: &C,
     org: &organization::Model,
-    subscription_ids: Vec<String>,
+    invoices: &HashMap<String, Vec<invoice::Model>>,
 ) -> WorkflowResult<HashMap<String, Vec<billing::BilledLine>>> {
     let currency = currency(org)?;
-    let invoices = invoices_of_subscriptions(db, &org.id, subscription_ids).await?;
-    let subscription_of: HashMap<String, String> = invoices
+    let subscription_of: HashMap<&str, &str> = invoices
         .iter()
-        .flat_map(|(sub, invoices)| invoices.iter().map(move |i| (i.id.clone(), sub.clone())))
+        .flat_map(|(sub, invoices)| invoices.iter().map(move |i| (i.id.as_str(), sub.as_str())))
         .collect();
-    let ids = subscription_of.keys().cloned().collect();
+    let ids = subscription_of.keys().map(|id| id.to_string()).collect();
     let mut out: HashMap<String, Vec<billing::BilledLine>> = HashMap::new();
     for (invoice_id, lines) in lines_of(db, &org.id, ids).await? {
-        if let Some(sub) = subscription_of.get(&invoice_id) {
-            out.entry(sub.clone())
+        if let Some(sub) = subscription_of.get(invoice_id.as_str()) {
+            out.entry(sub.to_string())
                 .or_default()
                 .extend(lines.iter().map(|line| billed(currency, line)));
         }
@@ -67,7 +68,8 @@ pub async fn billed_lines_of<C: ConnectionTrait>(
     Ok(out)
 }
 
-fn billed(currency: billing::Currency, line: &invoice_line::Model) -> billing::BilledLine {
+/// A stored line as a line already billed.
+pub fn billed(currency: billing::Currency, line: &invoice_line::Model) -> billing::BilledLine {
     billing::BilledLine::from(&billing_line(currency, line))
 }
 
@@ -81,14 +83,98 @@ pub async fn usage_for_period<C: ConnectionTrait>(
     meters: BTreeMap<String, billing::Meter>,
     n: u32,
 ) -> WorkflowResult<billing::UsageByMeter> {
+    let mut wanted = usage_wanted(org, sub, terms, meters, n)?;
+    load_usage(db, &org.id, &mut [&mut wanted]).await?;
+    Ok(wanted.usage)
+}
+
+/// The usage a close needs, before its events are read ([`load_usage`]).
+pub struct UsageWanted {
+    pub customer_id: String,
+    /// Its meters and the instant from which every event must be loaded;
+    /// `events` are empty until [`load_usage`] fills them.
+    pub usage: billing::UsageByMeter,
+}
+
+/// What [`usage_for_period`] reads, without reading it: the meters of
+/// `terms` from the start of the oldest period the late-usage window still
+/// reaches (only whole periods whose every event is loaded are recomputed).
+pub fn usage_wanted(
+    org: &organization::Model,
+    sub: &subscription::Model,
+    terms: &billing::SubscriptionTerms,
+    meters: BTreeMap<String, billing::Meter>,
+    n: u32,
+) -> WorkflowResult<UsageWanted> {
     let period = terms.schedule.period(n).map_err(internal)?;
     let cutoff = period.end - Duration::days(i64::from(org.late_usage_window_days));
-    // Recompute only whole periods whose every event is loaded.
     let complete_from = match terms.schedule.period_containing(cutoff).map_err(internal)? {
         Some((_, containing)) => containing.start,
         None => terms.schedule.start,
     };
-    load_usage(db, &org.id, &sub.customer_id, meters, complete_from).await
+    Ok(UsageWanted {
+        customer_id: sub.customer_id.clone(),
+        usage: billing::UsageByMeter {
+            meters,
+            events: Default::default(),
+            complete_from,
+        },
+    })
+}
+
+/// Fills each wanted usage with its customer's accepted events of its
+/// meters from its `complete_from` on: one query for the meters and one for
+/// the events, however many customers (a close batch asks for all of its).
+pub async fn load_usage<C: ConnectionTrait>(
+    db: &C,
+    org: &str,
+    wanted: &mut [&mut UsageWanted],
+) -> WorkflowResult<()> {
+    let metered = || wanted.iter().filter(|w| !w.usage.meters.is_empty());
+    let codes: BTreeSet<String> = metered()
+        .flat_map(|w| w.usage.meters.keys().cloned())
+        .collect();
+    let Some(from) = metered().map(|w| w.usage.complete_from).min() else {
+        return Ok(());
+    };
+    let customers: BTreeSet<String> = metered().map(|w| w.customer_id.clone()).collect();
+    let code_of: HashMap<String, String> = meter::Entity::find()
+        .filter(meter::Column::OrganizationId.eq(org))
+        .filter(meter::Column::Code.is_in(codes))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.code))
+        .collect();
+    let events = usage_event::Entity::find()
+        .filter(usage_event::Column::OrganizationId.eq(org))
+        .filter(usage_event::Column::CustomerId.is_in(customers))
+        .filter(usage_event::Column::MeterId.is_in(code_of.keys().cloned()))
+        .filter(usage_event::Column::Timestamp.gte(from))
+        .all(db)
+        .await?;
+    let by_customer = crate::pagination::group_by_parent(events, |e| Some(e.customer_id.as_str()));
+    for w in wanted.iter_mut() {
+        for event in by_customer.get(&w.customer_id).into_iter().flatten() {
+            let Some(code) = code_of.get(&event.meter_id) else {
+                continue;
+            };
+            if event.timestamp < w.usage.complete_from || !w.usage.meters.contains_key(code) {
+                continue;
+            }
+            w.usage
+                .events
+                .entry(code.clone())
+                .or_default()
+                .push(billing::UsageEvent {
+                    idempotency_key: event.idempotency_key.clone(),
+                    timestamp: event.timestamp,
+                    value: event.value.get(),
+                    properties: event.properties.clone().unwrap_or(serde_json::Value::Null),
+                });
+        }
+    }
+    Ok(())
 }
 
 /// Proration lines waiting for the subscription's next periodic invoice.
@@ -150,25 +236,14 @@ pub async fn period_close_lines<C: ConnectionTrait>(
     excluding: Option<&str>,
 ) -> WorkflowResult<Vec<billing::InvoiceLine>> {
     let billed = billed_lines(db, org, &sub.id, excluding).await?;
-    period_close_lines_given(db, org, sub, (terms, meters), n, &billed).await
-}
-
-/// [`period_close_lines`] against lines already billed that the caller read
-/// ([`billed_lines_of`]).
-pub async fn period_close_lines_given<C: ConnectionTrait>(
-    db: &C,
-    org: &organization::Model,
-    sub: &subscription::Model,
-    (terms, meters): (
-        &billing::SubscriptionTerms,
-        BTreeMap<String, billing::Meter>,
-    ),
-    n: u32,
-    billed: &[billing::BilledLine],
-) -> WorkflowResult<Vec<billing::InvoiceLine>> {
-    let currency = currency(org)?;
     let usage = usage_for_period(db, org, sub, terms, meters, n).await?;
-    Ok(billing::close_period(terms, n, &usage, billed, currency)?)
+    Ok(billing::close_period(
+        terms,
+        n,
+        &usage,
+        &billed,
+        currency(org)?,
+    )?)
 }
 
 /// The number of the period that starts at `start`.

@@ -77,8 +77,9 @@ pub async fn run(
             after: snapshot(&sub),
         });
     }
-    draft::finish(&txn, &org, &actor, &invoice, entries, now).await?;
-    let outcome = if invoice.is_none() && !activated {
+    let wrote = invoice.is_some();
+    draft::finish(&txn, &org, &actor, invoice, entries, now).await?;
+    let outcome = if !wrote && !activated {
         StepOutcome::Skipped("first invoice already written, or nothing to bill".into())
     } else {
         StepOutcome::Done
@@ -98,7 +99,7 @@ pub(crate) async fn ensure_first_invoice<C: sea_orm::ConnectionTrait>(
     sub: &subscription::Model,
     terms: &billing::SubscriptionTerms,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Option<entity::invoice::Model>, StepError> {
+) -> Result<Option<draft::Composed>, StepError> {
     use sea_orm::PaginatorTrait;
     let written = entity::invoice::Entity::find()
         .filter(entity::invoice::Column::OrganizationId.eq(&org.id))
@@ -108,29 +109,41 @@ pub(crate) async fn ensure_first_invoice<C: sea_orm::ConnectionTrait>(
     if written > 0 {
         return Ok(None);
     }
+    let billed = inputs::billed_lines(txn, org, &sub.id, None).await?;
+    let first = first_invoice(org, sub, terms, &billed, now)?;
+    draft::insert_all(txn, first.as_slice(), now).await?;
+    Ok(first)
+}
+
+/// The subscription's first invoice, composed but not written, for a
+/// subscription that has none: the IN_ADVANCE fees of period 0 under the
+/// terms in force at the start, against the lines `billed` already. `None`
+/// when there is nothing to bill.
+pub(crate) fn first_invoice(
+    org: &organization::Model,
+    sub: &subscription::Model,
+    terms: &billing::SubscriptionTerms,
+    billed: &[billing::BilledLine],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Option<draft::Composed>, StepError> {
     let at_start = billing::SubscriptionTerms {
         phases: terms.phases.iter().take(1).cloned().collect(),
         ..terms.clone()
     };
-    let billed = inputs::billed_lines(txn, org, &sub.id, None).await?;
-    let lines = billing::first_invoice(&at_start, &billed, inputs::currency(org)?)?;
+    let lines = billing::first_invoice(&at_start, billed, inputs::currency(org)?)?;
     let first_period = terms
         .schedule
         .period(0)
         .map_err(|e| WorkflowError::Internal(e.to_string()))?;
-    Ok(draft::write(
-        txn,
-        draft::Draft {
-            org,
-            sub,
-            kind: InvoiceKind::First,
-            billing_key: draft::first_key(&sub.id),
-            lines,
-            boundary: first_period.start,
-            now,
-        },
-    )
-    .await?)
+    Ok(draft::compose(draft::Draft {
+        org,
+        sub,
+        kind: InvoiceKind::First,
+        billing_key: draft::first_key(&sub.id),
+        lines,
+        boundary: first_period.start,
+        now,
+    })?)
 }
 
 /// TRIALING → ACTIVE with period 0 as the current period.
