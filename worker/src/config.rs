@@ -73,7 +73,7 @@ pub struct JobSettings {
     /// Outbox rows per relay round (`VALORA_RELAY_BATCH`, default 500).
     pub relay_batch: u64,
     /// Most period closes of one organization a worker runs in one
-    /// transaction (`VALORA_CLOSE_BATCH`, default 32; 1 = one by one): the
+    /// transaction (`VALORA_CLOSE_BATCH`, default 128; 1 = one by one): the
     /// delivered job plus due ones claimed beside it.
     pub close_batch: u64,
     /// Per-job timeout (`VALORA_JOB_TIMEOUT_SECS`, default 60).
@@ -106,7 +106,7 @@ impl Default for JobSettings {
             sweep_interval: Duration::from_millis(1000),
             sweep_batch: 500,
             relay_batch: 500,
-            close_batch: 32,
+            close_batch: 128,
             job_timeout: Duration::from_secs(60),
             max_attempts: 8,
             retry_base: Duration::from_millis(1000),
