@@ -20,14 +20,14 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use entity::audit_event;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, NotSet, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::clock::stored;
-use crate::error::WorkflowResult;
+use crate::error::{WorkflowError, WorkflowResult};
 
 /// `prev_hash` of an organization's first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -166,34 +166,60 @@ impl Prepared {
             Some(last) => (last.seq, last.hash),
             None => (0, GENESIS_HASH.to_string()),
         };
-        let rows: Vec<audit_event::ActiveModel> = self
+        let chained: Vec<audit_event::Model> = self
             .events
             .into_iter()
             .map(|event| {
                 seq += 1;
                 let hash = event.hash(&prev_hash, seq);
-                let model = event.model;
-                audit_event::ActiveModel {
-                    organization_id: Set(model.organization_id),
-                    seq: Set(seq),
-                    at: Set(model.at),
-                    actor: Set(model.actor),
-                    action: Set(model.action),
-                    entity_type: Set(model.entity_type),
-                    entity_id: Set(model.entity_id),
-                    before: Set(model.before),
-                    after: Set(model.after),
-                    prev_hash: Set(std::mem::replace(&mut prev_hash, hash.clone())),
-                    hash: Set(hash),
-                    ..Default::default()
+                audit_event::Model {
+                    seq,
+                    prev_hash: std::mem::replace(&mut prev_hash, hash.clone()),
+                    hash,
+                    ..event.model
                 }
             })
             .collect();
+        insert_chained(txn, chained).await?;
+        Ok(())
+    }
+}
+
+/// Inserts chained events. On PostgreSQL the rows travel as one JSON
+/// document unpacked by `json_to_recordset`: one bind parameter instead of
+/// eleven per row. A multi-row INSERT of a close batch's 384 events (430 KB
+/// of snapshots) took 50–110 ms as the worker saw it against 6 ms of
+/// execution, and it runs under the chain lock, which serializes the
+/// organization. (A JSON `null` becomes SQL NULL, as `None` does.)
+async fn insert_chained<C: ConnectionTrait>(
+    txn: &C,
+    rows: Vec<audit_event::Model>,
+) -> WorkflowResult<()> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        let rows = rows.into_iter().map(|row| {
+            let mut row = row.into_active_model();
+            row.id = NotSet;
+            row
+        });
         audit_event::Entity::insert_many(rows)
             .exec_without_returning(txn)
             .await?;
-        Ok(())
+        return Ok(());
     }
+    let document = serde_json::to_string(&rows)
+        .map_err(|e| WorkflowError::Internal(format!("audit events as JSON: {e}")))?;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "INSERT INTO audit_events \
+           (organization_id, seq, at, actor, action, entity_type, entity_id, before, after, prev_hash, hash) \
+         SELECT organization_id, seq, at, actor, action, entity_type, entity_id, before, after, prev_hash, hash \
+         FROM json_to_recordset($1::json) AS r( \
+           organization_id text, seq bigint, at timestamptz, actor text, action text, \
+           entity_type text, entity_id text, before json, after json, prev_hash text, hash text)",
+        [document.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// Serializes appends to `org`'s chain until the transaction ends
