@@ -182,9 +182,8 @@ async fn appended_events_read_back_as_hashed() {
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, TransactionTrait};
     use workflows::audit::{self, AuditEntry};
 
-    for mut env in TestEnv::all().await {
-        env.config.embedded_workers = false;
-        let api = Api::start(&env).await;
+    for env in TestEnv::all().await {
+        let api = Api::start_alone(&env).await;
         let (org, _) = api.org("Acme", None).await;
         let at = chrono::DateTime::parse_from_rfc3339("2026-03-01T10:20:30.123456Z")
             .unwrap()

@@ -28,11 +28,8 @@ async fn act(client: &tests::http::Client, mutation: &str, id: &str) -> Value {
 
 #[tokio::test]
 async fn finalize_numbers_and_transitions() {
-    for mut env in TestEnv::all().await {
-        // The API alone: on SQLite the server would also run the embedded
-        // workers, whose start steps write invoices this test counts.
-        env.config.embedded_workers = false;
-        let api = Api::start(&env).await;
+    for env in TestEnv::all().await {
+        let api = Api::start_alone(&env).await;
         let (org, admin) = api.org("Acme", Some("2026-01-16T00:00:00Z")).await;
         let operator_key = ok(&admin
             .graphql(
@@ -185,11 +182,8 @@ async fn finalize_numbers_and_transitions() {
 
 #[tokio::test]
 async fn upcoming_invoice_of_a_hybrid_plan() {
-    for mut env in TestEnv::all().await {
-        // The API alone: on SQLite the server would also run the embedded
-        // workers, whose start steps write invoices this test counts.
-        env.config.embedded_workers = false;
-        let api = Api::start(&env).await;
+    for env in TestEnv::all().await {
+        let api = Api::start_alone(&env).await;
         let (_, admin) = api.org("Acme", Some("2026-01-01T00:00:00Z")).await;
         let customer = create_customer(&admin, "cust").await;
         create_meter(&admin, "calls", "SUM").await;
@@ -296,11 +290,8 @@ async fn upcoming_invoice_of_a_hybrid_plan() {
 
 #[tokio::test]
 async fn concurrent_finalizations_stay_gapless() {
-    for mut env in TestEnv::all().await {
-        // The API alone: on SQLite the server would also run the embedded
-        // workers, whose start steps write invoices this test counts.
-        env.config.embedded_workers = false;
-        let api = Api::start(&env).await;
+    for env in TestEnv::all().await {
+        let api = Api::start_alone(&env).await;
         let (org, admin) = api.org("Acme", Some("2026-03-01T00:00:00Z")).await;
         let customer = create_customer(&admin, "cust").await;
         let mut drafts = Vec::new();

@@ -45,12 +45,8 @@ fn sub(answer: &Value, field: &str) -> Value {
 
 #[tokio::test]
 async fn create_with_and_without_trial_and_replay() {
-    for mut env in TestEnv::all().await {
-        // The API alone, on both backends: on SQLite the server would also run
-        // the embedded workers, whose start steps could write invoices between
-        // the snapshots this test compares.
-        env.config.embedded_workers = false;
-        let api = Api::start(&env).await;
+    for env in TestEnv::all().await {
+        let api = Api::start_alone(&env).await;
         let (_, admin) = api.org("Acme", Some("2026-01-16T00:00:00Z")).await;
         let customer = create_customer(&admin, "cust").await;
         let basic = create_plan(&admin, "basic", flat("100.00")).await;
@@ -199,12 +195,8 @@ async fn create_with_and_without_trial_and_replay() {
 
 #[tokio::test]
 async fn change_and_cancel() {
-    for mut env in TestEnv::all().await {
-        // The API alone, on both backends: on SQLite the server would also run
-        // the embedded workers, whose start steps could write invoices between
-        // the snapshots this test compares.
-        env.config.embedded_workers = false;
-        let api = Api::start(&env).await;
+    for env in TestEnv::all().await {
+        let api = Api::start_alone(&env).await;
         let (_, admin) = api.org("Acme", Some("2026-01-16T00:00:00Z")).await;
         let customer = create_customer(&admin, "cust").await;
         let basic = create_plan(&admin, "basic", flat("100.00")).await;

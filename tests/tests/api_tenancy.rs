@@ -218,11 +218,8 @@ async fn roles_allow_and_forbid() {
 
 #[tokio::test]
 async fn another_tenants_ids_do_not_exist() {
-    for mut env in TestEnv::all().await {
-        // The API alone: on SQLite the embedded workers' start step would
-        // write an invoice between the snapshots this test compares.
-        env.config.embedded_workers = false;
-        let api = Api::start(&env).await;
+    for env in TestEnv::all().await {
+        let api = Api::start_alone(&env).await;
         let (org_a, a) = api.org("A", None).await;
         let (_, b) = api.org("B", None).await;
         let customer = create_customer(&a, "cust-a").await;

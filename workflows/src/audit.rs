@@ -94,12 +94,8 @@ struct PreparedEvent {
 impl PreparedEvent {
     /// [`chain_hash`] of the event at `seq`, after `prev_hash`.
     fn hash(&self, prev_hash: &str, seq: i64) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(prev_hash.as_bytes());
-        hasher.update(self.canonical_head.as_bytes());
-        hasher.update(seq.to_string().as_bytes());
-        hasher.update(self.canonical_tail.as_bytes());
-        hex::encode(hasher.finalize())
+        let canonical = format!("{}{seq}{}", self.canonical_head, self.canonical_tail);
+        chain_hash(prev_hash, &canonical)
     }
 }
 

@@ -470,10 +470,8 @@ async fn take_numbers<C: ConnectionTrait>(
             Ok((
                 row.try_get::<String>("", "id")?,
                 (
-                    row.try_get::<Option<String>>("", "number")?
-                        .unwrap_or_default(),
-                    row.try_get::<Option<i64>>("", "number_seq")?
-                        .unwrap_or_default(),
+                    row.try_get::<String>("", "number")?,
+                    row.try_get::<i64>("", "number_seq")?,
                 ),
             ))
         })

@@ -16,7 +16,20 @@ pub struct Api {
 
 impl Api {
     pub async fn start(env: &TestEnv) -> Api {
-        let server = api::server::start(env.config.clone())
+        Api::start_with(env, env.config.clone()).await
+    }
+
+    /// The API without the workers it embeds on SQLite, for tests that
+    /// count rows or compare snapshots: a start step would otherwise write a
+    /// subscription's first invoice between their reads.
+    pub async fn start_alone(env: &TestEnv) -> Api {
+        let mut config = env.config.clone();
+        config.embedded_workers = false;
+        Api::start_with(env, config).await
+    }
+
+    async fn start_with(env: &TestEnv, config: worker::Config) -> Api {
+        let server = api::server::start(config)
             .await
             .unwrap_or_else(|e| panic!("{:?}: server starts: {e}", env.backend));
         let anon = Client::new(server.addr);

@@ -232,14 +232,11 @@ struct Closing {
     drafts: Vec<draft::Composed>,
     /// Pending items billed on an invoice of the batch: (invoice, items).
     pending_billed: Vec<(String, Vec<String>)>,
-    /// Subscriptions moved to their next period: (period index before, after).
-    advanced: Vec<(i32, subscription::Model)>,
-    /// Subscriptions ending with this close.
-    ended: Vec<subscription::Model>,
     /// Changes scheduled for the period end, applied by this close.
     applied_changes: Vec<String>,
     /// Closes already due of the periods just opened (catching up).
     next_closes: Vec<Job>,
+    /// Each subscription closed, as it was and as it is written.
     moved: Vec<Moved>,
 }
 
@@ -318,17 +315,8 @@ impl Closing {
             self.next_closes
                 .push(Job::period_close(&org.id, &sub.id, next_start, next_end));
         }
-        if ends_here {
-            self.ended.push(after.clone());
-        } else {
-            self.advanced.push((sub.period_index, after.clone()));
-        }
         self.moved.push(Moved {
-            action: if ends_here {
-                "subscription.ended"
-            } else {
-                "subscription.period_closed"
-            },
+            ended: ends_here,
             before: sub,
             after,
         });
@@ -363,11 +351,13 @@ impl Closing {
                 .exec(txn)
                 .await?;
         }
-        for chunk in self.advanced.chunks(1_000) {
+        let (ended, advanced): (Vec<&Moved>, Vec<&Moved>) =
+            self.moved.iter().partition(|m| m.ended);
+        for chunk in advanced.chunks(1_000) {
             write_advanced(txn, chunk).await?;
         }
-        for after in &self.ended {
-            write_ended(txn, after).await?;
+        for m in ended {
+            write_ended(txn, &m.after).await?;
         }
         record_all_in_outbox(txn, self.next_closes.iter().map(|job| (job, now))).await?;
         Ok(())
@@ -376,7 +366,8 @@ impl Closing {
 
 /// A subscription the close moved on: to its next period, or to its end.
 struct Moved {
-    action: &'static str,
+    /// Ended (cancel at period end) rather than advanced to its next period.
+    ended: bool,
     before: subscription::Model,
     after: subscription::Model,
 }
@@ -384,7 +375,11 @@ struct Moved {
 impl Moved {
     fn audited(&self) -> AuditEntry<'_> {
         AuditEntry {
-            action: self.action,
+            action: if self.ended {
+                "subscription.ended"
+            } else {
+                "subscription.period_closed"
+            },
             entity_type: "subscription",
             entity_id: &self.after.id,
             before: snapshot(&self.before),
@@ -474,11 +469,8 @@ fn advanced(
 }
 
 /// Writes [`advanced`] subscriptions, each a compare-and-set on the period
-/// index it had (`before`), all in one statement.
-async fn write_advanced<C: ConnectionTrait>(
-    txn: &C,
-    advanced: &[(i32, subscription::Model)],
-) -> Result<(), StepError> {
+/// index it had, all in one statement.
+async fn write_advanced<C: ConnectionTrait>(txn: &C, advanced: &[&Moved]) -> Result<(), StepError> {
     if advanced.is_empty() {
         return Ok(());
     }
@@ -486,7 +478,7 @@ async fn write_advanced<C: ConnectionTrait>(
     let backend = txn.get_database_backend();
     let mut rows = Vec::with_capacity(advanced.len());
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(advanced.len() * COLUMNS);
-    for (before, after) in advanced {
+    for Moved { before, after, .. } in advanced.iter().copied() {
         let first = values.len() + 1;
         let params: Vec<String> = (first..first + COLUMNS)
             .map(|n| placeholder(backend, n))
@@ -494,7 +486,7 @@ async fn write_advanced<C: ConnectionTrait>(
         rows.push(format!("({})", params.join(", ")));
         values.extend([
             after.id.clone().into(),
-            (*before).into(),
+            before.period_index.into(),
             after.period_index.into(),
             after.current_period_start.into(),
             after.current_period_end.into(),
