@@ -110,3 +110,53 @@ async fn zero_setup_generates_a_private_admin_token_file() {
     again.stop().await.expect("stop");
     env.cleanup().await;
 }
+
+/// Valora's PostgreSQL connections plan each statement with its parameters;
+/// bulk inserts run with the plan cache's own choice (so foreign-key checks
+/// are not planned per row) and give the setting back, also when they fail.
+#[tokio::test]
+async fn bulk_inserts_borrow_cached_plans_and_give_them_back() {
+    use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+    use workflows::txn::with_cached_plans;
+
+    async fn mode<C: ConnectionTrait>(db: &C) -> String {
+        db.query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SHOW plan_cache_mode",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap()
+    }
+
+    let Some(env) = TestEnv::postgres().await else {
+        return;
+    };
+    let db = worker::database::connect(&env.config).await.unwrap();
+    let txn = db.begin().await.unwrap();
+    assert_eq!(mode(&txn).await, "force_custom_plan");
+    let inside = with_cached_plans(&txn, async || Ok::<_, DbErr>(mode(&txn).await))
+        .await
+        .unwrap();
+    assert_eq!(inside, "auto");
+    assert_eq!(mode(&txn).await, "force_custom_plan", "given back");
+    txn.commit().await.unwrap();
+
+    let txn = db.begin().await.unwrap();
+    let failed = with_cached_plans(&txn, async || {
+        txn.execute_unprepared("INSERT INTO no_such_table VALUES (1)")
+            .await
+    })
+    .await;
+    assert!(failed.is_err());
+    txn.rollback().await.unwrap();
+    assert_eq!(
+        mode(&db).await,
+        "force_custom_plan",
+        "a failed insert changes nothing"
+    );
+    db.close().await.unwrap();
+    env.cleanup().await;
+}

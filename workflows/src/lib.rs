@@ -22,6 +22,7 @@ pub mod customers;
 pub mod error;
 pub mod idempotency;
 pub mod invoice_actions;
+pub mod json_rows;
 pub mod pagination;
 pub mod subscriptions;
 pub mod tenancy;

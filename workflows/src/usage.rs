@@ -7,8 +7,8 @@
 //!
 //! Batch I/O, all in one transaction, never one round trip per event:
 //! customers and meters of the batch are loaded with `IN (…)` queries, then
-//! the events that pass validation are inserted with multi-row
-//! `INSERT … ON CONFLICT (organization, key) DO NOTHING RETURNING id`. The
+//! the events that pass validation are inserted with one
+//! `INSERT … ON CONFLICT (organization, key) DO NOTHING RETURNING key`. The
 //! unique index decides what is new, so the common case (new keys) needs no
 //! lookup of stored keys at all; stored payload hashes are read only for the
 //! keys the insert skipped and for rejected events (a stored key answers
@@ -24,8 +24,8 @@ use entity::{Aggregation, Dec, customer, meter, organization, usage_event};
 use rust_decimal::Decimal;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, IntoActiveModel,
+    QueryFilter, QuerySelect,
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -34,6 +34,7 @@ use crate::audit::{self, AuditEntry, canonical_json};
 use crate::clock::{Clock, org_now};
 use crate::error::{WorkflowError, WorkflowResult};
 use crate::ids::new_id;
+use crate::json_rows;
 use crate::text::quoted;
 
 /// Most events in one batch.
@@ -256,17 +257,17 @@ pub async fn ingest(
             if let (Some(customer_id), Some(meter)) =
                 (customers.get(&event.customer_external_id), meter)
             {
-                rows.push(usage_event::ActiveModel {
-                    id: Set(new_id()),
-                    organization_id: Set(org.id.clone()),
-                    customer_id: Set(customer_id.clone()),
-                    meter_id: Set(meter.id.clone()),
-                    idempotency_key: Set(event.idempotency_key.clone()),
-                    value: Set(Dec(value)),
-                    timestamp: Set(timestamp),
-                    properties: Set(event.properties.filter(|p| !p.is_null())),
-                    payload_hash: Set(hash.clone()),
-                    created_at: Set(now),
+                rows.push(usage_event::Model {
+                    id: new_id(),
+                    organization_id: org.id.clone(),
+                    customer_id: customer_id.clone(),
+                    meter_id: meter.id.clone(),
+                    idempotency_key: event.idempotency_key.clone(),
+                    value: Dec(value),
+                    timestamp,
+                    properties: event.properties.filter(|p| !p.is_null()),
+                    payload_hash: hash.clone(),
+                    created_at: now,
                 });
             }
             Outcome::Accepted
@@ -346,37 +347,63 @@ fn resent(key: &str, earlier: &str, hash: &str) -> Outcome {
 
 /// Inserts the rows whose key is new to the organization; returns the keys
 /// it stored. Rows go in key order, so concurrent batches sharing keys take
-/// the unique index's locks in the same order and cannot deadlock.
+/// the unique index's locks in the same order and cannot deadlock. On
+/// PostgreSQL the whole batch is one statement with the rows as one JSON
+/// document ([`crate::json_rows`]); SQLite takes multi-row INSERTs of
+/// [`INSERT_CHUNK`] rows.
 async fn insert_new<C: ConnectionTrait>(
     db: &C,
-    mut rows: Vec<usage_event::ActiveModel>,
+    mut rows: Vec<usage_event::Model>,
 ) -> WorkflowResult<HashSet<String>> {
-    let key_of = |row: &usage_event::ActiveModel| match &row.idempotency_key {
-        ActiveValue::Set(key) | ActiveValue::Unchanged(key) => key.clone(),
-        ActiveValue::NotSet => String::new(),
-    };
-    rows.sort_by_cached_key(key_of);
+    const COLUMNS: json_rows::Columns = &[
+        ("id", "text"),
+        ("organization_id", "text"),
+        ("customer_id", "text"),
+        ("meter_id", "text"),
+        ("idempotency_key", "text"),
+        ("value", "text"),
+        ("timestamp", "timestamptz"),
+        ("properties", "json"),
+        ("payload_hash", "text"),
+        ("created_at", "timestamptz"),
+    ];
+    rows.sort_unstable_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        let sql = format!(
+            "{} ON CONFLICT (organization_id, idempotency_key) DO NOTHING RETURNING idempotency_key",
+            json_rows::insert_sql("usage_events", COLUMNS)
+        );
+        let stored = json_rows::insert(db, sql, &rows)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String>("", "idempotency_key"))
+            .collect::<Result<_, _>>()?;
+        return Ok(stored);
+    }
     let mut stored = HashSet::with_capacity(rows.len());
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
-        let mut key_by_id: HashMap<String, String> = HashMap::with_capacity(chunk.len());
-        for row in &chunk {
-            if let ActiveValue::Set(id) = &row.id {
-                key_by_id.insert(id.clone(), key_of(row));
-            }
-        }
-        let ids = usage_event::Entity::insert_many(chunk)
-            .on_conflict(
-                OnConflict::columns([
-                    usage_event::Column::OrganizationId,
-                    usage_event::Column::IdempotencyKey,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
-            .exec_with_returning_keys(db)
-            .await?;
+        let mut key_by_id: HashMap<String, String> = chunk
+            .iter()
+            .map(|row| (row.id.clone(), row.idempotency_key.clone()))
+            .collect();
+        let ids = usage_event::Entity::insert_many(
+            chunk.into_iter().map(IntoActiveModel::into_active_model),
+        )
+        .on_conflict(
+            OnConflict::columns([
+                usage_event::Column::OrganizationId,
+                usage_event::Column::IdempotencyKey,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_with_returning_keys(db)
+        .await?;
         stored.extend(ids.into_iter().filter_map(|id| key_by_id.remove(&id)));
     }
     Ok(stored)

@@ -21,6 +21,7 @@ use crate::ids::new_id;
 use crate::invoice_actions::{Finalized, entity_line_kind, finalized_unnumbered, number};
 use crate::jobs::{Job, record_all_in_outbox};
 use crate::lifecycle::inputs::currency;
+use crate::txn::with_cached_plans;
 
 /// Identity of an invoice: at most one per key and organization (a unique
 /// constraint), so the same billing work can never produce two invoices.
@@ -150,7 +151,6 @@ pub async fn insert_all<C: ConnectionTrait>(
         .iter()
         .map(|c| c.stored().clone().into_active_model())
         .collect();
-    insert_in_chunks(txn, invoices).await?;
     let lines = composed
         .iter()
         .flat_map(|c| {
@@ -160,7 +160,6 @@ pub async fn insert_all<C: ConnectionTrait>(
                 .map(IntoActiveModel::into_active_model)
         })
         .collect();
-    insert_in_chunks(txn, lines).await?;
     let jobs: Vec<(Job, DateTime<Utc>)> = composed
         .iter()
         .filter_map(|c| match &c.finalized {
@@ -168,8 +167,13 @@ pub async fn insert_all<C: ConnectionTrait>(
             None => c.finalization_job().map(|job| (job, now)),
         })
         .collect();
-    record_all_in_outbox(txn, jobs.iter().map(|(job, at)| (job, *at))).await?;
-    Ok(())
+    with_cached_plans(txn, async || {
+        insert_in_chunks(txn, invoices).await?;
+        insert_in_chunks(txn, lines).await?;
+        record_all_in_outbox(txn, jobs.iter().map(|(job, at)| (job, *at))).await?;
+        WorkflowResult::Ok(())
+    })
+    .await
 }
 
 /// Inserts rows with as few multi-row statements as the backends' bind

@@ -639,7 +639,9 @@ async fn scratch_table(db: &DatabaseConnection, name: &str) -> anyhow::Result<()
 }
 
 /// Multi-row INSERTs of `--baseline-rows` rows, prepared and bound, one
-/// autocommitted statement each, over `--clients` connections.
+/// autocommitted statement each, over `--clients` connections. The
+/// connections keep PostgreSQL's default `plan_cache_mode`: Valora's own
+/// `force_custom_plan` would make the foreign-key checks plan every row.
 async fn insert_baseline(
     db: &DatabaseConnection,
     database_url: &str,
@@ -691,7 +693,11 @@ async fn insert_baseline(
     }
     let mut connections = Vec::new();
     for _ in 0..args.clients {
-        connections.push(worker::database::connect_url(database_url, 1).await?);
+        let connection = worker::database::connect_url(database_url, 1).await?;
+        connection
+            .execute_unprepared("SET plan_cache_mode = auto")
+            .await?;
+        connections.push(connection);
     }
     checkpoint(db).await;
     let queue = Arc::new(Mutex::new(statements));
