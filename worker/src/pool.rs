@@ -179,7 +179,7 @@ fn build_monitor(rt: &Arc<Runtime>) -> Monitor {
                 let storage = map[&kind].clone();
                 monitor.register(move |restarts| {
                     let delay = restart_delay(restarts);
-                    WorkerBuilder::new(name.clone())
+                    WorkerBuilder::new(worker_name(&name, restarts))
                         .backend(
                             storage
                                 .clone()
@@ -198,7 +198,7 @@ fn build_monitor(rt: &Arc<Runtime>) -> Monitor {
                 let storage = map[&kind].clone();
                 monitor.register(move |restarts| {
                     let delay = restart_delay(restarts);
-                    WorkerBuilder::new(name.clone())
+                    WorkerBuilder::new(worker_name(&name, restarts))
                         .backend(
                             storage
                                 .clone()
@@ -216,6 +216,19 @@ fn build_monitor(rt: &Arc<Runtime>) -> Monitor {
         };
     }
     monitor
+}
+
+/// A queue worker's name; a restart takes a new one. apalis-redis refuses to
+/// register a name seen within ten heartbeats (50 s), so a worker restarted
+/// under its old name after one failed fetch stayed down that long while its
+/// queue backed up (a 100,000-subscription billing day). The old name's
+/// in-flight tasks are re-enqueued as orphans once it stops beating.
+fn worker_name(base: &str, restarts: usize) -> String {
+    if restarts == 0 {
+        base.to_string()
+    } else {
+        format!("{base}-r{restarts}")
+    }
 }
 
 /// Pause before a restarted queue worker polls again (none on first start).

@@ -50,7 +50,9 @@ pub fn redis_url() -> String {
     std::env::var("VALORA_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-fn servers_required() -> bool {
+/// `VALORA_REQUIRE_SERVERS=1`: an unreachable server fails the test instead
+/// of skipping it (CI).
+pub fn servers_required() -> bool {
     matches!(
         std::env::var("VALORA_REQUIRE_SERVERS").as_deref(),
         Ok("1") | Ok("true")
