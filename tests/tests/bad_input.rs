@@ -1212,7 +1212,13 @@ fn create_subscription(fx: &Fx, rt: &tokio::runtime::Runtime) {
                 put(&mut input, "trialDays", trial.flatten());
                 put(&mut input, "billingAnchor", anchor.flatten());
                 put(&mut input, "startAt", start);
-                let key = key.map(|k| if k == "fresh" { format!("s-{}", seq()) } else { k });
+                // Keys that may be stored get a unique suffix: a key reused
+                // by a later case with another body is (rightly) a CONFLICT.
+                let key = key.map(|k| match k.as_str() {
+                    "fresh" => format!("s-{}", seq()),
+                    "ключ-🔑" => format!("ключ-🔑-{}", seq()),
+                    _ => k,
+                });
                 put(&mut input, "idempotencyKey", key.clone().map(Value::from));
                 let input = Value::Object(input);
                 let before = snapshot(&fx.db).await;
