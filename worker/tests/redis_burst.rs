@@ -2,7 +2,8 @@
 //! reaches the worker. apalis-redis 1.0.0 promoted every due task in one
 //! `unpack` on each fetch; past the limit every fetch failed and the queue
 //! stayed wedged (seen in a 100,000-subscription billing day). The vendored
-//! copy promotes at most 1,000 per fetch (vendor/README.md).
+//! copy promotes at most 1,000 per fetch, and leases without scanning the
+//! active list (vendor/README.md).
 
 mod common;
 
@@ -15,12 +16,15 @@ use apalis_redis::RedisStorage;
 
 const BURST: u32 = 9_000;
 
-async fn count(
-    _n: u32,
-    seen: Data<Arc<AtomicU32>>,
-    worker: WorkerContext,
-) -> Result<(), BoxDynError> {
-    if seen.fetch_add(1, Ordering::SeqCst) + 1 == BURST {
+/// Deliveries per task, and in all.
+struct Seen {
+    each: Vec<AtomicU32>,
+    total: AtomicU32,
+}
+
+async fn count(n: u32, seen: Data<Arc<Seen>>, worker: WorkerContext) -> Result<(), BoxDynError> {
+    seen.each[n as usize].fetch_add(1, Ordering::SeqCst);
+    if seen.total.fetch_add(1, Ordering::SeqCst) + 1 == BURST {
         worker.stop()?;
     }
     Ok(())
@@ -41,12 +45,16 @@ async fn a_burst_beyond_luas_unpack_limit_is_delivered() {
     let config = apalis_redis::Config::default()
         .queue(queue.as_str())
         .batch_size(256);
-    let mut storage = RedisStorage::new(conn).with_config(config);
+    let active = config.active_jobs_list();
+    let mut storage = RedisStorage::new(conn.clone()).with_config(config);
     // All pushed before any fetch: the first fetch finds 9,000 due tasks.
     for n in 0..BURST {
         storage.push(n).await.expect("push");
     }
-    let seen = Arc::new(AtomicU32::new(0));
+    let seen = Arc::new(Seen {
+        each: (0..BURST).map(|_| AtomicU32::new(0)).collect(),
+        total: AtomicU32::new(0),
+    });
     let worker = WorkerBuilder::new(format!("{queue}-worker"))
         .backend(storage)
         .data(seen.clone())
@@ -55,5 +63,30 @@ async fn a_burst_beyond_luas_unpack_limit_is_delivered() {
         .await
         .expect("every task delivered within 120 s")
         .expect("the worker ran without a backend error");
-    assert_eq!(seen.load(Ordering::SeqCst), BURST);
+    let twice: Vec<usize> = (0..BURST as usize)
+        .filter(|&n| seen.each[n].load(Ordering::SeqCst) != 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "tasks not delivered exactly once: {twice:?}"
+    );
+    // Leasing (which no longer `LREM`s the active list) left nothing there.
+    let left: u64 = redis::cmd("LLEN")
+        .arg(&active)
+        .query_async(&mut conn.clone())
+        .await
+        .expect("LLEN");
+    assert_eq!(left, 0);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{queue}*"))
+        .query_async(&mut conn.clone())
+        .await
+        .expect("KEYS");
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn.clone())
+            .await
+            .expect("DEL");
+    }
 }
