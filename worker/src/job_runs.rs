@@ -19,13 +19,17 @@
 //! - QUEUED: when the job was last pushed to its queue; `NULL` = not pushed
 //!   yet because it is not due (its `run_at` is after its organization's now).
 //!   A QUEUED row pushed longer than `requeue_after` ago is pushed again (the
-//!   push or the whole Redis may have been lost).
+//!   push or the whole Redis may have been lost), unless its queue still holds
+//!   waiting messages (then it is likely behind them: see
+//!   `Runtime::lost_push_cutoffs`).
 //! - RUNNING: the lease deadline. A worker killed mid-job leaves RUNNING with
 //!   an expired lease, which the claim CAS and the sweeper both accept.
 //! - FAILED: when the next attempt is due (backoff).
 //!
 //! Every transition is a compare-and-set `UPDATE … WHERE state = …`, so racing
 //! workers and sweepers agree on one winner.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use entity::{JobState, job_run};
@@ -35,7 +39,7 @@ use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, UpdateMany,
 };
-use workflows::jobs::Job;
+use workflows::jobs::{Job, JobKind};
 
 /// Longest `last_error` kept.
 const MAX_ERROR_LEN: usize = 4000;
@@ -437,15 +441,25 @@ pub async fn due_retries<C: ConnectionTrait>(
         .await
 }
 
-/// QUEUED rows pushed before `stale_before` (their push may be lost).
+/// QUEUED rows of the kinds of `stale_before` pushed before their kind's
+/// instant (their push may be lost).
 pub async fn stale_queued<C: ConnectionTrait>(
     db: &C,
-    stale_before: DateTime<Utc>,
+    stale_before: &HashMap<JobKind, DateTime<Utc>>,
     limit: u64,
 ) -> Result<Vec<job_run::Model>, DbErr> {
+    let stale = stale_before
+        .iter()
+        .fold(Condition::any(), |any, (kind, before)| {
+            any.add(
+                Condition::all()
+                    .add(job_run::Column::Kind.eq(kind.as_str()))
+                    .add(job_run::Column::NextAttemptAt.lt(*before)),
+            )
+        });
     job_run::Entity::find()
         .filter(job_run::Column::State.eq(JobState::Queued))
-        .filter(job_run::Column::NextAttemptAt.lt(stale_before))
+        .filter(stale)
         .order_by_asc(job_run::Column::NextAttemptAt)
         .limit(limit)
         .all(db)

@@ -122,6 +122,45 @@ impl Queues {
         }
     }
 
+    /// How many messages of `kind` wait in its queue for a worker to fetch
+    /// them (fetched ones, running or not, are not counted).
+    pub async fn waiting(&self, db: &DatabaseConnection, kind: JobKind) -> Result<u64, QueueError> {
+        let failed = |e: &dyn std::fmt::Display| QueueError(format!("queue length of {kind}: {e}"));
+        match &self.backend {
+            Backends::Redis(map) => {
+                let mut storage = map[&kind].clone();
+                // apalis-redis pushes to the scheduled set; a fetch moves the
+                // due ones to the active list, then takes from its head.
+                let (active, scheduled) = (
+                    storage.get_config().active_jobs_list(),
+                    storage.get_config().scheduled_jobs_set(),
+                );
+                let (active, scheduled): (u64, u64) = redis::pipe()
+                    .llen(active)
+                    .zcard(scheduled)
+                    .query_async(storage.get_connection())
+                    .await
+                    .map_err(|e| failed(&e))?;
+                Ok(active + scheduled)
+            }
+            Backends::Sqlite(_) => {
+                let row = db
+                    .query_one_raw(Statement::from_sql_and_values(
+                        DbBackend::Sqlite,
+                        "SELECT count(*) AS n FROM Jobs WHERE job_type = ? AND status = 'Pending'",
+                        [queue_name(&self.prefix, kind).into()],
+                    ))
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let n: i64 = match row {
+                    Some(row) => row.try_get("", "n").map_err(|e| failed(&e))?,
+                    None => 0,
+                };
+                Ok(n.max(0) as u64)
+            }
+        }
+    }
+
     /// Deletes finished messages older than `older_than` from the queues
     /// (apalis keeps them; the ledger is the history). Returns how many.
     pub async fn vacuum(

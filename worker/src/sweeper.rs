@@ -11,7 +11,7 @@
 //! | `invoice_overdue`  | invoice      | OPEN and `due_at ≤ now`                         |
 //! | `scheduled`        | job_run      | QUEUED, never pushed, `run_at ≤ now`            |
 //! | `retry`            | job_run      | FAILED and `next_attempt_at ≤ now`              |
-//! | `requeue`          | job_run      | QUEUED, pushed more than `requeue_after` ago    |
+//! | `requeue`          | job_run      | QUEUED, push lost (`Runtime::lost_push_cutoffs`)|
 //! | `lease`            | job_run      | RUNNING with an expired lease (worker died)     |
 //!
 //! "now" is each organization's now: the process clock, or its test clock
@@ -46,7 +46,7 @@ use sea_orm::{
 };
 use workflows::jobs::{Job, JobKind};
 
-use crate::job_runs::{self, chrono};
+use crate::job_runs;
 use crate::metrics;
 use crate::org_clocks::{ClockGroup, OrgClocks};
 use crate::runtime::{Enqueued, Runtime, job_of};
@@ -281,7 +281,15 @@ impl Sweeper {
             *report.processed.entry(name).or_default() += rows.len() as u64;
             let jobs: Vec<_> = rows.iter().filter_map(&to_job).collect();
             let keys: Vec<String> = jobs.iter().map(|(job, _, _)| job.key.clone()).collect();
-            let stale_before = rt.now() - chrono(rt.settings.requeue_after);
+            let now = rt.now();
+            // One scan, one kind.
+            let kind: Vec<JobKind> = jobs
+                .first()
+                .map(|(job, _, _)| job.kind)
+                .into_iter()
+                .collect();
+            let cutoffs = rt.lost_push_cutoffs(&kind, now).await;
+            let stale_before = cutoffs.values().next().copied().unwrap_or(now);
             let settled = job_runs::keys_needing_no_push(&rt.db, &keys, stale_before).await?;
             let todo: Vec<_> = jobs
                 .iter()
@@ -342,11 +350,14 @@ impl Sweeper {
                 self.push(rt, report, row, "retry").await;
             }
         }
-        let stale_before = now - chrono(rt.settings.requeue_after);
-        let rows = job_runs::stale_queued(&rt.db, stale_before, batch + 1).await?;
+        let cutoffs = rt.lost_push_cutoffs(&JobKind::ALL, now).await;
+        let rows = job_runs::stale_queued(&rt.db, &cutoffs, batch + 1).await?;
         self.count(report, "requeue", &rows, batch);
         for row in rows.iter().take(batch as usize) {
-            if job_runs::take_push(&rt.db, &row.job_key, stale_before, now).await? {
+            let Some(stale_before) = JobKind::parse(&row.kind).and_then(|k| cutoffs.get(&k)) else {
+                continue;
+            };
+            if job_runs::take_push(&rt.db, &row.job_key, *stale_before, now).await? {
                 self.push(rt, report, row, "requeue").await;
             }
         }

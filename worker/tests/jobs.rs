@@ -1,6 +1,7 @@
 //! The job machinery end to end, on SQLite + embedded queue and on
 //! PostgreSQL + Redis: dedup by key, outbox relay, retries to DEAD and back,
-//! Redis loss, and several sweepers on one database.
+//! Redis loss (and a backlog that is not mistaken for it), and several
+//! sweepers on one database.
 
 mod common;
 
@@ -335,6 +336,86 @@ async fn losing_the_queues_loses_no_work() {
         }
         assert_eq!(step.effects(), 8, "{:?}", env.backend);
         pool.shutdown().await.unwrap();
+        db.close().await.ok();
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn jobs_behind_a_backlog_are_not_pushed_again_until_the_queue_is_lost() {
+    for mut env in Env::all().await {
+        env.config.jobs.requeue_after = Duration::from_secs(1);
+        let db = env.connect().await;
+        let org = create_org(&db, None).await;
+        let step = CountingStep::default();
+        let pusher = pool_with(
+            &env,
+            &db,
+            &step,
+            PoolOptions {
+                workers: false,
+                relay: false,
+                sweeper: Some(false),
+                ..Default::default()
+            },
+        )
+        .await;
+        let jobs: Vec<Job> = (0..8)
+            .map(|i| Job::invoice_finalize(&org, &format!("inv-backlog-{i}"), Utc::now()))
+            .collect();
+        for job in &jobs {
+            pusher
+                .runtime()
+                .enqueue(job, Utc::now(), "test")
+                .await
+                .unwrap();
+        }
+        pusher.shutdown().await.unwrap();
+        // No worker consumes: the messages wait, and stay older than
+        // requeue_after while a sweeper ticks every 100 ms.
+        let sweeper = pool_with(
+            &env,
+            &db,
+            &step,
+            PoolOptions {
+                workers: false,
+                relay: false,
+                sweeper: Some(true),
+                ..Default::default()
+            },
+        )
+        .await;
+        let runtime = sweeper.runtime().clone();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let waiting = runtime
+            .queues
+            .waiting(&db, JobKind::InvoiceFinalize)
+            .await
+            .unwrap();
+        assert_eq!(waiting, 8, "{:?}: the pushed messages wait", env.backend);
+        assert_eq!(
+            runtime.stats.pushes.load(Ordering::Relaxed),
+            0,
+            "{:?}: a job behind waiting messages is late, not lost",
+            env.backend
+        );
+        // The queue is lost: now the same rows are pushed again, once each.
+        env.lose_queues(&db).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let repushed = runtime.stats.pushes.load(Ordering::Relaxed);
+        let waiting = runtime
+            .queues
+            .waiting(&db, JobKind::InvoiceFinalize)
+            .await
+            .unwrap();
+        sweeper.shutdown().await.unwrap();
+        assert_eq!(
+            repushed, 8,
+            "{:?}: lost pushes are pushed again",
+            env.backend
+        );
+        assert_eq!(waiting, 8, "{:?}", env.backend);
+        assert_eq!(step.effects(), 0, "{:?}: nothing ran", env.backend);
         db.close().await.ok();
         env.cleanup().await;
     }
