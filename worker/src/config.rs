@@ -85,7 +85,9 @@ pub struct JobSettings {
     /// Longest retry delay (`VALORA_RETRY_CAP_SECS`, default 3600).
     pub retry_cap: Duration,
     /// A QUEUED job pushed longer ago than this is pushed again (lost push,
-    /// Redis flushed) (`VALORA_REQUEUE_AFTER_SECS`, default 60).
+    /// Redis flushed); ten times longer while its queue still holds waiting
+    /// messages (`Runtime::lost_push_cutoffs`) (`VALORA_REQUEUE_AFTER_SECS`,
+    /// default 60).
     pub requeue_after: Duration,
     /// Graceful-shutdown deadline for in-flight jobs (`VALORA_SHUTDOWN_SECS`, default 30).
     pub shutdown_deadline: Duration,
