@@ -33,7 +33,8 @@ pub struct TestEnv {
     pub backend: Backend,
     /// Configuration pointing at this environment, bound to a free port.
     pub config: Config,
-    pg_database: Option<String>,
+    /// The PostgreSQL database made for it (dropped by [`TestEnv::cleanup`]).
+    pub pg_database: Option<String>,
     dir: PathBuf,
 }
 

@@ -72,6 +72,14 @@ pub struct BillingDayArgs {
     /// Keep the database afterwards (for inspection).
     #[arg(long)]
     pub keep: bool,
+    /// PostgreSQL only, for A/B runs: keep the loaded database, with its
+    /// subscription starts billed, as a template (`valora_bench_setup_*`),
+    /// and start later runs of the same size from a copy of it instead of
+    /// loading again. The workers are restarted before the billing day
+    /// either way, so both paths measure the same thing. Drop the templates
+    /// with `bench drop-setups`.
+    #[arg(long)]
+    pub reuse_setup: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -143,6 +151,13 @@ pub async fn run(args: BillingDayArgs) -> anyhow::Result<Outcome> {
 
 async fn measure(env: &TestEnv, args: BillingDayArgs) -> anyhow::Result<Outcome> {
     std::fs::create_dir_all(&env.config.data_dir)?;
+    let template = match (args.reuse_setup, &env.pg_database) {
+        (true, Some(database)) => Some(Template::of(&args, database).await?),
+        _ => None,
+    };
+    if let Some(template) = template.as_ref().filter(|t| t.exists) {
+        template.copy().await?;
+    }
     if args.no_sync_commit && env.backend == Backend::Postgres {
         let admin = sea_orm::Database::connect(tests::pg_admin_url().as_str()).await?;
         let name = env
@@ -157,30 +172,14 @@ async fn measure(env: &TestEnv, args: BillingDayArgs) -> anyhow::Result<Outcome>
             ))
             .await?;
     }
-    let db = worker::database::connect(&env.config).await?;
-    worker::database::migrate(&db).await?;
     let n = args.subscriptions;
-
-    let started = Instant::now();
-    let orgs = load_subscriptions(&db, n, args.organizations.max(1), args.store).await?;
-    let setup = started.elapsed();
-    eprintln!(
-        "setup: {n} subscriptions and {} usage events in {}",
-        metered(n) * EVENTS_PER_SUBSCRIPTION,
-        report::seconds(setup)
-    );
-
-    let mut fleet = Fleet::start(env, &args)?;
-    let started = Instant::now();
-    wait_ready(
-        &db,
-        &orgs,
-        at(2026, 1, 31),
-        &mut fleet,
-        Duration::from_secs(3600),
-    )
-    .await?;
-    let starts = started.elapsed();
+    let Prepared {
+        db,
+        orgs,
+        setup,
+        starts,
+        mut fleet,
+    } = prepare(env, &args, template).await?;
     let first_invoices = scalar(
         &db,
         "SELECT COUNT(*) FROM invoices WHERE kind = 'FIRST' AND status = 'OPEN'",
@@ -260,6 +259,185 @@ async fn measure(env: &TestEnv, args: BillingDayArgs) -> anyhow::Result<Outcome>
         database_bytes,
         baseline,
     })
+}
+
+/// The database on the eve of the billing day (subscriptions loaded, their
+/// starts billed, the clock READY at 2026-01-31) and the fleet that bills it.
+struct Prepared {
+    db: DatabaseConnection,
+    orgs: Vec<String>,
+    setup: Duration,
+    starts: Duration,
+    fleet: Fleet,
+}
+
+/// Loads the subscriptions and bills their starts, or, when `template`
+/// exists (and was copied), only connects to the copy.
+async fn prepare(
+    env: &TestEnv,
+    args: &BillingDayArgs,
+    template: Option<Template>,
+) -> anyhow::Result<Prepared> {
+    if let Some(template) = template.as_ref().filter(|t| t.exists) {
+        eprintln!(
+            "setup: copied from template {} (--reuse-setup)",
+            template.name
+        );
+        let db = worker::database::connect(&env.config).await?;
+        let orgs = organization::Entity::find()
+            .all(&db)
+            .await?
+            .into_iter()
+            .map(|o| o.id)
+            .collect();
+        return Ok(Prepared {
+            db,
+            orgs,
+            setup: Duration::ZERO,
+            starts: Duration::ZERO,
+            fleet: Fleet::start(env, args)?,
+        });
+    }
+
+    let db = worker::database::connect(&env.config).await?;
+    worker::database::migrate(&db).await?;
+    let n = args.subscriptions;
+    let started = Instant::now();
+    let orgs = load_subscriptions(&db, n, args.organizations.max(1), args.store).await?;
+    let setup = started.elapsed();
+    eprintln!(
+        "setup: {n} subscriptions and {} usage events in {}",
+        metered(n) * EVENTS_PER_SUBSCRIPTION,
+        report::seconds(setup)
+    );
+    let mut fleet = Fleet::start(env, args)?;
+    let started = Instant::now();
+    wait_ready(
+        &db,
+        &orgs,
+        at(2026, 1, 31),
+        &mut fleet,
+        Duration::from_secs(3600),
+    )
+    .await?;
+    let starts = started.elapsed();
+    let Some(template) = template else {
+        return Ok(Prepared {
+            db,
+            orgs,
+            setup,
+            starts,
+            fleet,
+        });
+    };
+    // A template needs a database nobody is connected to; the billing day
+    // then starts with new workers, as a run from the template does.
+    fleet.stop().await;
+    db.close().await?;
+    template.keep().await?;
+    eprintln!("setup: kept as template {} (--reuse-setup)", template.name);
+    Ok(Prepared {
+        db: worker::database::connect(&env.config).await?,
+        orgs,
+        setup,
+        starts,
+        fleet: Fleet::start(env, args)?,
+    })
+}
+
+/// Increase when the setup's data changes, so that old templates are not used.
+const SETUP_VERSION: u32 = 1;
+
+/// A setup kept as a template database for `--reuse-setup`.
+struct Template {
+    /// Its size and organizations, the schema's last migration and
+    /// [`SETUP_VERSION`]. It holds what the steps that ran during the setup
+    /// wrote: drop the templates (`bench drop-setups`) after changing those.
+    name: String,
+    /// The run's own database.
+    database: String,
+    exists: bool,
+}
+
+impl Template {
+    async fn of(args: &BillingDayArgs, database: &str) -> anyhow::Result<Template> {
+        use migration::MigratorTrait;
+        let last = migration::Migrator::migrations()
+            .last()
+            .map(|m| m.name().chars().take(16).collect::<String>())
+            .unwrap_or_default();
+        let name = format!(
+            "{SETUP_PREFIX}{}s_{}o_{last}_v{SETUP_VERSION}",
+            args.subscriptions,
+            args.organizations.max(1)
+        );
+        let admin = sea_orm::Database::connect(tests::pg_admin_url().as_str()).await?;
+        let exists = admin
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT 1 FROM pg_database WHERE datname = $1",
+                [name.clone().into()],
+            ))
+            .await?
+            .is_some();
+        admin.close().await?;
+        Ok(Template {
+            name,
+            database: database.to_string(),
+            exists,
+        })
+    }
+
+    /// Replaces the run's (empty) database with a copy of the template.
+    async fn copy(&self) -> anyhow::Result<()> {
+        let Template { name, database, .. } = self;
+        admin_statements(&[
+            format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{database}\" TEMPLATE \"{name}\""),
+        ])
+        .await
+    }
+
+    /// Copies the run's database into the template (nobody may be connected).
+    async fn keep(&self) -> anyhow::Result<()> {
+        let Template { name, database, .. } = self;
+        admin_statements(&[format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE \"{database}\""
+        )])
+        .await
+    }
+}
+
+async fn admin_statements(statements: &[String]) -> anyhow::Result<()> {
+    let admin = sea_orm::Database::connect(tests::pg_admin_url().as_str()).await?;
+    for statement in statements {
+        admin.execute_unprepared(statement).await?;
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Names of setup templates start with this.
+const SETUP_PREFIX: &str = "valora_bench_setup_";
+
+/// Drops every setup template `--reuse-setup` left.
+pub async fn drop_setups() -> anyhow::Result<()> {
+    let admin = sea_orm::Database::connect(tests::pg_admin_url().as_str()).await?;
+    let rows = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            format!("SELECT datname FROM pg_database WHERE datname LIKE '{SETUP_PREFIX}%'"),
+        ))
+        .await?;
+    for row in rows {
+        let name: String = row.try_get("", "datname")?;
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await?;
+        println!("dropped {name}");
+    }
+    admin.close().await?;
+    Ok(())
 }
 
 /// Subscriptions on metered plans (hybrid and graduated).
@@ -806,6 +984,7 @@ pub async fn scaling(args: ScalingArgs) -> anyhow::Result<()> {
                     organizations,
                     no_sync_commit: false,
                     keep: false,
+                    reuse_setup: false,
                 });
             }
         }
@@ -818,6 +997,7 @@ pub async fn scaling(args: ScalingArgs) -> anyhow::Result<()> {
                 organizations: 1,
                 no_sync_commit: false,
                 keep: false,
+                reuse_setup: false,
             });
         }
         for run_args in runs {

@@ -5,6 +5,7 @@
 //!   finalized by K worker processes; invoices/s, job latency, worker memory.
 //! - `bench ingest`: usage events/s through HTTP GraphQL `ingestUsage`.
 //! - `bench scaling`: the billing-day table over sizes and worker counts.
+//! - `bench drop-setups`: drops the templates `billing-day --reuse-setup` keeps.
 //!
 //! Run with `scripts/bench …` (builds the worker binary it spawns), or
 //! `cargo build --release -p worker -p tests --bin bench` and
@@ -33,6 +34,8 @@ enum Command {
     Ingest(ingest::IngestArgs),
     /// billing-day over several sizes and worker counts, as one table.
     Scaling(billing_day::ScalingArgs),
+    /// Drops the setup templates `billing-day --reuse-setup` kept.
+    DropSetups,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             Command::BillingDay(args) => billing_day::run(args).await.map(|_| ()),
             Command::Ingest(args) => ingest::run(args).await,
             Command::Scaling(args) => billing_day::scaling(args).await,
+            Command::DropSetups => billing_day::drop_setups().await,
         }
     })
 }
