@@ -2,6 +2,8 @@
 //! middle, invoices out — on SQLite + embedded queue and PostgreSQL + Redis.
 //! Every expected amount is computed by hand in the comments.
 
+use entity::audit_event;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 use tests::TestEnv;
 use tests::scenario::{Scenario, line_amounts, same_amount};
@@ -45,6 +47,21 @@ fn assert_has_line(invoice: &Value, kind: &str, amount: &str) {
     assert!(found, "no {kind} line of {amount} in {invoice}");
 }
 
+/// The audit trail of one invoice: each event's action and whether it has a
+/// `before` snapshot, in chain order.
+async fn invoice_trail(s: &Scenario, invoice: &Value) -> Vec<(String, bool)> {
+    let id = invoice["id"].as_str().unwrap_or_default();
+    audit_event::Entity::find()
+        .filter(audit_event::Column::EntityId.eq(id))
+        .order_by_asc(audit_event::Column::Seq)
+        .all(&s.server.db)
+        .await
+        .expect("audit events")
+        .into_iter()
+        .map(|e| (e.action, e.before.is_some_and(|b| !b.is_null())))
+        .collect()
+}
+
 fn usage(customer: &str, meter: &str, key: &str, value: &str, at: &str) -> Value {
     json!({ "idempotencyKey": key, "customerExternalId": customer, "meterCode": meter, "value": value, "timestamp": at })
 }
@@ -74,6 +91,12 @@ async fn fourteen_day_trial_then_monthly() {
         assert_eq!(invoices.len(), 1);
         assert_amount(&invoices[0]["total"], "100.00", "first invoice");
         assert_eq!(invoices[0]["status"], "OPEN");
+        // Finalized by the step that wrote it (no grace period): one event,
+        // with nothing before it; it was never a DRAFT outside that step.
+        assert_eq!(
+            invoice_trail(&s, &invoices[0]).await,
+            [("invoice.finalized".to_string(), false)]
+        );
 
         // Feb 15 closes the first period and bills [Feb 15, Mar 15).
         s.advance("2026-02-15T00:00:00Z").await;
@@ -430,6 +453,15 @@ async fn late_usage_inside_the_grace_period_lands_on_the_draft() {
         // 150 × 0.10 = 15.00 on the January invoice itself, + 20.00 February.
         assert_has_line(&invoices[1], "USAGE", "15.00");
         assert_amount(&invoices[1]["total"], "35.00", "recomputed at finalization");
+        // A draft that waited for its grace period: drafted, then finalized
+        // from the stored draft.
+        assert_eq!(
+            invoice_trail(&s, &invoices[1]).await,
+            [
+                ("invoice.drafted".to_string(), false),
+                ("invoice.finalized".to_string(), true)
+            ]
+        );
         s.finish().await;
     }
 }

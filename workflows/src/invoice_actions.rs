@@ -222,6 +222,20 @@ impl Finalized {
             after: snapshot(&self.after),
         }
     }
+
+    /// Its audit entry when it is stored finalized by the step that composed
+    /// it (`invoice.finalized`, no `before`): the draft it was finalized from
+    /// existed only in memory, so the trail records one event, not a draft
+    /// nobody could see and then its finalization.
+    pub fn audited_as_issued(&self) -> AuditEntry<'_> {
+        AuditEntry {
+            action: "invoice.finalized",
+            entity_type: "invoice",
+            entity_id: &self.after.id,
+            before: None,
+            after: snapshot(&self.after),
+        }
+    }
 }
 
 /// [`finalize`] without its audit entry, for steps that append their audit

@@ -270,8 +270,10 @@ fn line_rows(
 }
 
 /// How a step that wrote drafts ends, before its commit: the drafts it
-/// finalized get their numbers, then one audit append of each draft, each
-/// finalization and the step's own `entries`. Both serialize the
+/// finalized get their numbers, then one audit append of each draft left a
+/// DRAFT (`invoice.drafted`), each invoice stored finalized
+/// (`invoice.finalized` with no `before`: it was never a DRAFT outside this
+/// transaction) and the step's own `entries`. Both serialize the
 /// organization's writers until commit, which is why they come last.
 pub async fn finish<C: ConnectionTrait>(
     txn: &C,
@@ -284,8 +286,10 @@ pub async fn finish<C: ConnectionTrait>(
     let mut drafts = Vec::new();
     let mut finalized = Vec::new();
     for c in written {
-        drafts.push(c.draft);
-        finalized.extend(c.finalized);
+        match c.finalized {
+            Some(f) => finalized.push(f),
+            None => drafts.push(c.draft),
+        }
     }
     // The audit events are ready before the sequence lock but for the
     // numbers, so that little more than hashing is left under it.
@@ -294,9 +298,9 @@ pub async fn finish<C: ConnectionTrait>(
     // All of a step's numbers at once, at the end: the sequence row they
     // lock serializes the organization's closes until commit.
     number(txn, org, &mut finalized).await?;
-    let numbered = finalized.iter().map(Finalized::audited).collect();
+    let issued = finalized.iter().map(Finalized::audited_as_issued).collect();
     drafted
-        .then(audit::prepare(&org.id, actor, numbered, now))
+        .then(audit::prepare(&org.id, actor, issued, now))
         .then(own)
         .append(txn)
         .await
