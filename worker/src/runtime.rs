@@ -180,29 +180,99 @@ impl Runtime {
                 .collect();
             repush.extend(job_runs::take_pushes(&self.db, &keys, stale_before, now).await?);
         }
+        // What each job comes to, and the pushes it needs.
+        let mut outcomes: HashMap<&str, Enqueued> = HashMap::with_capacity(unique.len());
+        let mut to_push: Vec<(&Job, &'static str)> = Vec::new();
+        for job in &unique {
+            let outcome = if inserted.contains(&job.key) {
+                if is_due(job) {
+                    to_push.push((job, source));
+                }
+                Enqueued::New {
+                    pushed: is_due(job),
+                }
+            } else if repush.contains(&job.key) {
+                to_push.push((job, "requeue"));
+                Enqueued::Repushed
+            } else {
+                Enqueued::Known
+            };
+            outcomes.insert(job.key.as_str(), outcome);
+        }
+        let mut failed = self.push_all(&to_push).await;
         let mut results = Vec::with_capacity(jobs.len());
         let mut handled = std::collections::HashSet::with_capacity(jobs.len());
         for (job, _) in jobs {
             // A key listed twice is enqueued once.
-            let first = handled.insert(job.key.as_str());
-            let result = if first && inserted.contains(&job.key) {
-                if is_due(job) {
-                    self.push_or_unmark(job, source)
-                        .await
-                        .map(|()| Enqueued::New { pushed: true })
-                } else {
-                    Ok(Enqueued::New { pushed: false })
-                }
-            } else if first && repush.contains(&job.key) {
-                self.push_or_unmark(job, "requeue")
-                    .await
-                    .map(|()| Enqueued::Repushed)
-            } else {
-                Ok(Enqueued::Known)
+            let result = match handled.insert(job.key.as_str()) {
+                true => match failed.remove(job.key.as_str()) {
+                    Some(e) => Err(e),
+                    None => Ok(outcomes
+                        .get(job.key.as_str())
+                        .copied()
+                        .unwrap_or(Enqueued::Known)),
+                },
+                false => Ok(Enqueued::Known),
             };
             results.push(result);
         }
         Ok(results)
+    }
+
+    /// Pushes jobs this caller took the right to push (recorded as pushed in
+    /// the ledger), each with its push source; returns the failed ones (left
+    /// unpushed in the ledger for the sweeper), by key.
+    ///
+    /// Jobs of a batching kind ([`StepRegistry::batches`]) go one message per
+    /// `close_batch` jobs of an organization: the worker a message reaches
+    /// claims that many due jobs of its kind and organization, whichever
+    /// they are ([`Runtime::execute`]), so one message per job would leave
+    /// all but one in `close_batch` to be delivered, found taken and acked.
+    /// The jobs a message covers are pushed, and fail, together.
+    async fn push_all<'j>(
+        &self,
+        jobs: &[(&'j Job, &'static str)],
+    ) -> HashMap<&'j str, EnqueueError> {
+        let per_message = self.settings.close_batch.max(1) as usize;
+        let mut messages: Vec<Vec<(&Job, &'static str)>> = Vec::new();
+        let mut open: HashMap<(JobKind, &str), usize> = HashMap::new();
+        for &(job, source) in jobs {
+            if !self.steps.batches(job.kind) {
+                messages.push(vec![(job, source)]);
+                continue;
+            }
+            let group = (job.kind, job.organization_id.as_str());
+            match open.get(&group) {
+                Some(&m) if messages[m].len() < per_message => messages[m].push((job, source)),
+                _ => {
+                    open.insert(group, messages.len());
+                    messages.push(vec![(job, source)]);
+                }
+            }
+        }
+        let mut failed = HashMap::new();
+        for covered in messages {
+            let (carrier, _) = covered[0];
+            match self.queues.push(carrier).await {
+                Ok(()) => {
+                    self.stats.pushes.fetch_add(1, Ordering::Relaxed);
+                    for (job, source) in &covered {
+                        metrics::enqueued(job.kind, source);
+                    }
+                }
+                Err(e) => {
+                    for (job, _) in &covered {
+                        let _ = self.unmark_push(&job.key).await;
+                        let error = match job.key == carrier.key {
+                            true => QueueError(e.0.clone()),
+                            false => QueueError(format!("{} (carried by {})", e.0, carrier.key)),
+                        };
+                        failed.insert(job.key.as_str(), error.into());
+                    }
+                }
+            }
+        }
+        failed
     }
 
     /// For each of `kinds`, the instant before which a QUEUED row's push
@@ -265,14 +335,12 @@ impl Runtime {
         let now = self.now();
         let timeout = self.timeout_for(job.kind);
         let lease_until = now + chrono(timeout + self.settings.lease_margin);
-        let Some(claimed) =
-            retry_db(|| job_runs::claim(&self.db, &job.key, now, lease_until)).await?
-        else {
-            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            metrics::duplicate(job.kind);
-            tracing::debug!(job = %job.key, "delivered job is not claimable (done, running or dead): acked");
+        let claimed = retry_db(|| job_runs::claim(&self.db, &job.key, now, lease_until)).await?;
+        let batching = self.steps.batches(job.kind) && self.settings.close_batch > 1;
+        if claimed.is_none() && !batching {
+            self.duplicate(job);
             return Ok(());
-        };
+        }
         let org = retry_db(|| {
             organization::Entity::find_by_id(job.organization_id.as_str()).one(&self.db)
         })
@@ -280,29 +348,49 @@ impl Runtime {
         let org_now = org
             .as_ref()
             .map_or(now, |o| org_now(o, self.clock.as_ref()));
-        if job.run_at > org_now {
+        if let Some(claimed) = &claimed
+            && job.run_at > org_now
+        {
             // Delivered early (a stale duplicate): give it back for the scheduled scan.
-            retry_db(|| job_runs::release(&self.db, &claimed, now)).await?;
+            retry_db(|| job_runs::release(&self.db, claimed, now)).await?;
             return Ok(());
         }
-        let companions = match self.steps.batches(job.kind) {
-            true if self.settings.close_batch > 1 => {
-                let limit = self.settings.close_batch - 1;
+        // A batching kind's message stands for up to `close_batch` due jobs of
+        // its organization (`push_all`): with its own job, or, when that one
+        // is taken already (a batch claimed it), instead of it.
+        let companions = match batching {
+            true => {
+                let limit = self.settings.close_batch - u64::from(claimed.is_some());
                 retry_db(|| {
                     job_runs::claim_companions(&self.db, job, org_now, now, lease_until, limit)
                 })
                 .await?
             }
-            _ => Vec::new(),
+            false => Vec::new(),
         };
-        if companions.is_empty() {
-            return self.run_claimed(job, &claimed).await;
-        }
-        let mut batch = vec![(job.clone(), claimed)];
+        let mut batch = Vec::with_capacity(companions.len() + 1);
+        batch.extend(claimed.map(|claimed| (job.clone(), claimed)));
         for row in companions {
             batch.push((job_of(&row)?, row));
         }
-        self.run_batch(batch).await
+        match batch.len() {
+            0 => {
+                self.duplicate(job);
+                Ok(())
+            }
+            1 => {
+                let (job, claimed) = &batch[0];
+                self.run_claimed(job, claimed).await
+            }
+            _ => self.run_batch(batch).await,
+        }
+    }
+
+    /// A delivered job with nothing to claim (done, running or dead): acked.
+    fn duplicate(&self, job: &Job) {
+        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        metrics::duplicate(job.kind);
+        tracing::debug!(job = %job.key, "delivered job is not claimable (done, running or dead): acked");
     }
 
     /// Runs the step of one claimed job and records its outcome.

@@ -801,3 +801,122 @@ async fn advancing_a_test_clock_releases_its_scheduled_jobs() {
         env.cleanup().await;
     }
 }
+
+/// Due period closes go to the queue one message per `close_batch` closes of
+/// an organization, since the worker a message reaches claims that many due
+/// closes of its organization; other kinds get a message per job. A message
+/// whose own job was taken meanwhile (by another batch) still claims the due
+/// closes left, so none waits for its push to count as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn due_closes_share_a_message_per_batch() {
+    for mut env in Env::all().await {
+        env.config.jobs.close_batch = 4;
+        let db = env.connect().await;
+        let (a, b) = (create_org(&db, None).await, create_org(&db, None).await);
+        let due = Utc::now() - Days::seconds(1);
+        let close = |org: &str, i: usize| {
+            Job::period_close(org, &format!("sub-{org}-{i}"), due - Days::days(31), due)
+        };
+        let mut jobs: Vec<Job> = (0..10).map(|i| close(&a, i)).collect();
+        jobs.extend((0..3).map(|i| close(&b, i)));
+        jobs.extend((0..2).map(|i| Job::invoice_finalize(&a, &format!("inv-{i}"), due)));
+        // The real steps (closes batch), and nothing consuming yet.
+        let only_push = PoolOptions {
+            workers: false,
+            relay: false,
+            sweeper: Some(false),
+            ..Default::default()
+        };
+        let pusher = start_with(&env.config, db.clone(), Arc::new(SystemClock), only_push)
+            .await
+            .expect("pool starts");
+        let rt = pusher.runtime().clone();
+        let now = Utc::now();
+        let enqueued: Vec<(&Job, _)> = jobs.iter().map(|job| (job, now)).collect();
+        let results = rt.enqueue_all(&enqueued, "test").await.expect("ledger");
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, Ok(worker::runtime::Enqueued::New { pushed: true }))),
+            "{:?}: {results:?}",
+            env.backend
+        );
+        let waiting = |kind| {
+            let (rt, db) = (rt.clone(), db.clone());
+            async move { rt.queues.waiting(&db, kind).await.expect("queue length") }
+        };
+        // a: 10 closes in messages of 4, 4, 2; b: 3 in one; 2 finalizations.
+        assert_eq!(
+            rt.stats.pushes.load(Ordering::Relaxed),
+            6,
+            "{:?}",
+            env.backend
+        );
+        assert_eq!(waiting(JobKind::PeriodClose).await, 4, "{:?}", env.backend);
+        assert_eq!(
+            waiting(JobKind::InvoiceFinalize).await,
+            2,
+            "{:?}",
+            env.backend
+        );
+        // Every close counts as pushed: none is left to the scheduled scan.
+        let closes = job_run::Entity::find()
+            .filter(job_run::Column::Kind.eq("period_close"))
+            .all(&db)
+            .await
+            .unwrap();
+        assert_eq!(closes.len(), 13, "{:?}", env.backend);
+        assert!(
+            closes
+                .iter()
+                .all(|r| r.state == JobState::Queued && r.next_attempt_at.is_some()),
+            "{:?}: {closes:?}",
+            env.backend
+        );
+        pusher.shutdown().await.unwrap();
+
+        // The first message's own job is taken (as by another worker's batch):
+        // its delivery claims the other due closes instead.
+        job_run::Entity::update_many()
+            .col_expr(
+                job_run::Column::State,
+                sea_orm::sea_query::Expr::value(JobState::Succeeded),
+            )
+            .filter(job_run::Column::JobKey.eq(jobs[0].key.as_str()))
+            .exec(&db)
+            .await
+            .unwrap();
+        // The subscriptions do not exist, so each close fails once claimed:
+        // what counts here is that every close is claimed from 4 messages.
+        let consume = start_with(
+            &env.config,
+            db.clone(),
+            Arc::new(SystemClock),
+            PoolOptions {
+                relay: false,
+                sweeper: Some(false),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("pool starts");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let unclaimed = loop {
+            let unclaimed = job_run::Entity::find()
+                .filter(job_run::Column::Kind.eq("period_close"))
+                .filter(job_run::Column::Attempts.eq(0))
+                .filter(job_run::Column::JobKey.ne(jobs[0].key.as_str()))
+                .count(&db)
+                .await
+                .unwrap();
+            if unclaimed == 0 || std::time::Instant::now() > deadline {
+                break unclaimed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        consume.shutdown().await.unwrap();
+        assert_eq!(unclaimed, 0, "{:?}: closes never claimed", env.backend);
+        db.close().await.ok();
+        env.cleanup().await;
+    }
+}

@@ -339,6 +339,9 @@ pub async fn wait_state(
 #[derive(Clone, Default)]
 pub struct CountingStep {
     pub effects: Arc<AtomicUsize>,
+    /// Commits under way: a test that saw a job SUCCEEDED may look before
+    /// the commit that made it so has been counted.
+    pub committing: Arc<AtomicUsize>,
     pub attempts: Arc<AtomicUsize>,
     pub delay: Duration,
     pub fail_first: usize,
@@ -347,7 +350,12 @@ pub struct CountingStep {
 }
 
 impl CountingStep {
+    /// Effects committed, once no commit is still being counted.
     pub fn effects(&self) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.committing.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         self.effects.load(Ordering::SeqCst)
     }
 }
@@ -372,8 +380,13 @@ impl Step for CountingStep {
             }
             let txn = db.begin().await?;
             if mark_succeeded(&txn, &job.key, clock.now()).await? {
-                txn.commit().await?;
-                self.effects.fetch_add(1, Ordering::SeqCst);
+                self.committing.fetch_add(1, Ordering::SeqCst);
+                let committed = txn.commit().await;
+                if committed.is_ok() {
+                    self.effects.fetch_add(1, Ordering::SeqCst);
+                }
+                self.committing.fetch_sub(1, Ordering::SeqCst);
+                committed?;
                 Ok(StepOutcome::Done)
             } else {
                 txn.rollback().await?;
