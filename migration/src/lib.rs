@@ -22,6 +22,7 @@ mod m20261124_000005_invoices;
 mod m20261124_000006_jobs;
 mod m20261124_000007_audit;
 mod m20261124_000008_outbox_pending;
+mod m20261207_000009_scan_indexes;
 
 pub use m20261124_000007_audit::APPEND_ONLY_MESSAGE;
 pub use sea_orm_migration::{MigratorTrait, sea_orm};
@@ -40,6 +41,7 @@ fn all_migrations() -> Vec<Box<dyn MigrationTrait>> {
         Box::new(m20261124_000006_jobs::Migration),
         Box::new(m20261124_000007_audit::Migration),
         Box::new(m20261124_000008_outbox_pending::Migration),
+        Box::new(m20261207_000009_scan_indexes::Migration),
     ]
 }
 

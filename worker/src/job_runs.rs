@@ -500,16 +500,41 @@ pub async fn due_unpushed<C: ConnectionTrait>(
         .await
 }
 
-/// Number of rows per (kind, state), for `valora_queue_depth`.
-pub async fn counts<C: ConnectionTrait>(db: &C) -> Result<Vec<(String, JobState, i64)>, DbErr> {
+/// Rows per (kind, label) for `valora_queue_depth`, for the `labels` asked:
+/// a state, where QUEUED counts pushed rows only, or SCHEDULED, the QUEUED
+/// rows not pushed yet (due later, or due and waiting for the next sweep).
+pub async fn depth<C: ConnectionTrait>(
+    db: &C,
+    labels: &[&str],
+) -> Result<Vec<(String, String, i64)>, DbErr> {
+    let mut which = Condition::any();
+    for label in labels {
+        which = match *label {
+            "QUEUED" => which.add(
+                Condition::all()
+                    .add(job_run::Column::State.eq(JobState::Queued))
+                    .add(job_run::Column::NextAttemptAt.is_not_null()),
+            ),
+            "SCHEDULED" => which.add(
+                Condition::all()
+                    .add(job_run::Column::State.eq(JobState::Queued))
+                    .add(job_run::Column::NextAttemptAt.is_null()),
+            ),
+            state => which.add(job_run::Column::State.eq(state)),
+        };
+    }
+    let label = Expr::cust(
+        "CASE WHEN state = 'QUEUED' AND next_attempt_at IS NULL THEN 'SCHEDULED' ELSE state END",
+    );
     job_run::Entity::find()
+        .filter(which)
         .select_only()
         .column(job_run::Column::Kind)
-        .column(job_run::Column::State)
+        .column_as(label.clone(), "label")
         .column_as(job_run::Column::Id.count(), "n")
         .group_by(job_run::Column::Kind)
-        .group_by(job_run::Column::State)
-        .into_tuple::<(String, JobState, i64)>()
+        .group_by(label)
+        .into_tuple::<(String, String, i64)>()
         .all(db)
         .await
 }

@@ -31,9 +31,18 @@
 //! [`SCAN_ROUNDS`] batches (a billing instant with many subscriptions due
 //! would otherwise be enqueued at one batch a second); the rest (counted in
 //! `valora_scheduler_batch_deferred_total{job,reason="batch_full"}`) is
-//! processed on the next tick. A short batch resets the cursor. Ledger scans
-//! take the oldest rows first; rows they move leave the scan, so the backlog
-//! drains tick by tick.
+//! processed on the next tick. A short batch ends the pass: every row due by
+//! then has been looked at, so later ticks look only at rows due after that
+//! instant, and a new pass from the earliest due row begins once
+//! `requeue_after` has gone by since the last one began. The rows still due
+//! from the last pass are, but for a failed enqueue, in the ledger already,
+//! and a row that becomes due behind the floor (the close of a period
+//! already over, a back-dated start) is enqueued through the outbox by the
+//! step that makes it; the next pass is the safety net. Looking at them all
+//! again on every tick asked the ledger about every subscription of a
+//! billing day still waiting for its close, once a tick and per worker.
+//! Ledger scans take the oldest rows first; rows they move leave the scan,
+//! so the backlog drains tick by tick.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -41,10 +50,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use entity::{InvoiceStatus, JobState, SubscriptionStatus, invoice, job_run, subscription};
 use sea_orm::{
-    ColumnTrait, Condition, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select,
+    ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use workflows::jobs::{Job, JobKind};
+
+use sea_orm::sea_query::Expr;
 
 use crate::job_runs;
 use crate::metrics;
@@ -52,13 +62,37 @@ use crate::org_clocks::{ClockGroup, OrgClocks};
 use crate::runtime::{Enqueued, Runtime, job_of};
 use crate::test_clocks;
 
-/// Per-scan keyset cursors, kept across ticks.
+/// Per-scan passes over the due rows, kept across ticks.
 #[derive(Debug, Default)]
 pub struct Sweeper {
-    cursors: HashMap<(&'static str, String), (DateTime<Utc>, String)>,
+    passes: HashMap<(&'static str, String), Pass>,
     last_vacuum: Option<Instant>,
     last_invoice_count: Option<Instant>,
     last_queue_depth: Option<Instant>,
+    last_slow_depth: Option<Instant>,
+}
+
+/// Where a domain scan is in its pass over the due rows, in `(due instant,
+/// id)` order.
+#[derive(Debug)]
+struct Pass {
+    /// The last row looked at.
+    cursor: Option<(DateTime<Utc>, String)>,
+    /// Once the pass reached the last due row: the now it was due by. Until
+    /// the next pass, a tick looks only at rows due after it.
+    floor: Option<DateTime<Utc>>,
+    /// When the pass began at the earliest due row.
+    started: Instant,
+}
+
+impl Pass {
+    fn new() -> Pass {
+        Pass {
+            cursor: None,
+            floor: None,
+            started: Instant::now(),
+        }
+    }
 }
 
 /// Batches a domain scan may take in one tick while they come back full (a
@@ -72,9 +106,12 @@ const VACUUM_OLDER_THAN: Duration = Duration::from_secs(3600);
 /// How often `valora_invoices{status}` is recounted: a count over every
 /// invoice is not free, and a scrape every 15 s needs nothing fresher.
 const INVOICE_COUNT_EVERY: Duration = Duration::from_secs(5);
-/// Upper bound on how often `valora_queue_depth` is recounted (a short
-/// `VALORA_SWEEP_INTERVAL_MS` would otherwise count the ledger many times a second).
+/// Upper bound on how often `valora_queue_depth` of the work in flight is
+/// recounted (a short `VALORA_SWEEP_INTERVAL_MS` would otherwise count the
+/// ledger many times a second).
 const QUEUE_DEPTH_EVERY: Duration = Duration::from_millis(500);
+/// How often the depths that grow with the ledger ([`SLOW_DEPTH`]) are recounted.
+const SLOW_DEPTH_EVERY: Duration = Duration::from_secs(60);
 
 /// What one tick did (tests and logs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -222,7 +259,10 @@ impl Sweeper {
             metrics::batch_deferred(job, "batch_full", deferred);
         }
         if once_every(&mut self.last_queue_depth, QUEUE_DEPTH_EVERY) {
-            update_queue_depth(rt).await?;
+            update_queue_depth(rt, &LIVE_DEPTH).await?;
+        }
+        if once_every(&mut self.last_slow_depth, SLOW_DEPTH_EVERY) {
+            update_queue_depth(rt, &SLOW_DEPTH).await?;
         }
         if once_every(&mut self.last_invoice_count, INVOICE_COUNT_EVERY) {
             update_invoice_counts(rt).await?;
@@ -260,16 +300,24 @@ impl Sweeper {
         F: Fn(&E::Model) -> Option<(Job, DateTime<Utc>, String)>,
     {
         let key = (name, group.label.clone());
+        let mut pass = self.passes.remove(&key).unwrap_or_else(Pass::new);
+        if pass.floor.is_some() && pass.started.elapsed() >= rt.settings.requeue_after {
+            pass = Pass::new();
+        }
+        // Keyset paging as one row comparison, which an index on
+        // `(due instant, id)` answers in order.
         let after = |cursor: &(DateTime<Utc>, String)| {
-            Condition::any().add(at_column.gt(cursor.0)).add(
-                Condition::all()
-                    .add(at_column.eq(cursor.0))
-                    .add(id_column.gt(cursor.1.clone())),
+            sea_orm::ExprTrait::gt(
+                Expr::tuple([Expr::col(at_column), Expr::col(id_column)]),
+                Expr::tuple([Expr::value(cursor.0), Expr::value(cursor.1.clone())]),
             )
         };
         for round in 1..=SCAN_ROUNDS {
             let mut select = base.clone();
-            if let Some(cursor) = self.cursors.get(&key) {
+            if let Some(floor) = pass.floor {
+                select = select.filter(at_column.gt(floor));
+            }
+            if let Some(cursor) = &pass.cursor {
                 select = select.filter(after(cursor));
             }
             let rows = select
@@ -306,21 +354,27 @@ impl Sweeper {
                     }
                 }
             }
-            let last = jobs.last().map(|(_, at, id)| (*at, id.clone()));
-            match last {
-                Some(cursor) if rows.len() as u64 >= batch => {
-                    if round == SCAN_ROUNDS {
-                        let rest = base.clone().filter(after(&cursor)).count(&rt.db).await?;
-                        *report.deferred.entry(name).or_default() += rest;
-                    }
-                    self.cursors.insert(key.clone(), cursor);
+            if let Some((_, at, id)) = jobs.last() {
+                pass.cursor = Some((*at, id.clone()));
+            }
+            if (rows.len() as u64) < batch {
+                // Every row due by `group.now` has been looked at.
+                pass.floor = Some(group.now);
+                pass.cursor = None;
+                break;
+            }
+            if round == SCAN_ROUNDS
+                && let Some(cursor) = &pass.cursor
+            {
+                let mut rest = base.clone().filter(after(cursor));
+                if let Some(floor) = pass.floor {
+                    rest = rest.filter(at_column.gt(floor));
                 }
-                _ => {
-                    self.cursors.remove(&key);
-                    break;
-                }
+                let rest = rest.count(&rt.db).await?;
+                *report.deferred.entry(name).or_default() += rest;
             }
         }
+        self.passes.insert(key, pass);
         Ok(())
     }
 
@@ -405,23 +459,30 @@ impl Sweeper {
     }
 }
 
-/// Sets `valora_queue_depth{kind,state}` from the ledger (zero for absent pairs).
-pub async fn update_queue_depth(rt: &Runtime) -> Result<(), DbErr> {
-    let counts = job_runs::counts(&rt.db).await?;
+/// The `state` labels of `valora_queue_depth` counted on every tick: jobs
+/// in the queues (QUEUED and pushed), running, failing or waiting for an
+/// operator. These sets are as large as the work in flight.
+const LIVE_DEPTH: [&str; 4] = ["QUEUED", "RUNNING", "FAILED", "DEAD"];
+
+/// The labels counted once a minute ([`SLOW_DEPTH_EVERY`]): jobs recorded
+/// for later (QUEUED, not pushed: an overdue check due in a month), and
+/// finished ones. These sets grow with the ledger (one overdue check per
+/// open invoice, every job ever run); counting them on every tick of every
+/// worker took more than the billing at 100,000 subscriptions.
+const SLOW_DEPTH: [&str; 3] = ["SCHEDULED", "SUCCEEDED", "DISCARDED"];
+
+/// Sets `valora_queue_depth{kind,state}` for the `labels` (zero for absent
+/// pairs): a job's state, or SCHEDULED for a QUEUED job not pushed yet
+/// (then QUEUED counts the pushed ones).
+pub async fn update_queue_depth(rt: &Runtime, labels: &[&str]) -> Result<(), DbErr> {
+    let counts = job_runs::depth(&rt.db, labels).await?;
     for kind in JobKind::ALL {
-        for state in [
-            JobState::Queued,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::Dead,
-            JobState::Discarded,
-        ] {
+        for label in labels {
             let n = counts
                 .iter()
-                .find(|(k, s, _)| k == kind.as_str() && *s == state)
+                .find(|(k, l, _)| k == kind.as_str() && l == label)
                 .map_or(0, |(_, _, n)| *n);
-            metrics::queue_depth(kind.as_str(), &state.to_string(), n.max(0) as u64);
+            metrics::queue_depth(kind.as_str(), label, n.max(0) as u64);
         }
     }
     Ok(())
