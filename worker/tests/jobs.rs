@@ -920,3 +920,120 @@ async fn due_closes_share_a_message_per_batch() {
         env.cleanup().await;
     }
 }
+
+/// A domain scan that reached its last due row looks only at rows due after
+/// that instant until its next pass begins, `requeue_after` later: a row
+/// that became due behind it waits for that pass (steps enqueue such rows
+/// themselves, through the outbox; the pass is the safety net).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_scan_looks_past_its_floor_until_the_next_pass() {
+    for mut env in Env::all().await {
+        env.config.jobs.requeue_after = Duration::from_secs(2);
+        let db = env.connect().await;
+        let org = create_org(&db, None).await;
+        let customer = create_customer(&db, &org).await;
+        let step = CountingStep::default();
+        let pool = pool_with(
+            &env,
+            &db,
+            &step,
+            PoolOptions {
+                workers: false,
+                relay: false,
+                sweeper: Some(false),
+                ..Default::default()
+            },
+        )
+        .await;
+        let rt = pool.runtime().clone();
+        let finalize_job = |invoice: &str, at| Job::invoice_finalize(&org, invoice, at).key;
+        let mut sweeper = worker::sweeper::Sweeper::new();
+
+        let at = Utc::now() - Days::minutes(1);
+        let first = create_draft(&db, &org, &customer, at).await;
+        sweeper.tick(&rt).await.expect("tick");
+        assert!(job_row(&db, &finalize_job(&first, at)).await.is_some());
+
+        // Due behind the floor (as if back-dated), and due just after it.
+        let behind_at = Utc::now() - Days::minutes(2);
+        let behind = create_draft(&db, &org, &customer, behind_at).await;
+        let later_at = Utc::now() + Days::milliseconds(300);
+        let later = create_draft(&db, &org, &customer, later_at).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        sweeper.tick(&rt).await.expect("tick");
+        assert!(
+            job_row(&db, &finalize_job(&later, later_at))
+                .await
+                .is_some(),
+            "{:?}: a row due after the floor is found at once",
+            env.backend
+        );
+        assert!(
+            job_row(&db, &finalize_job(&behind, behind_at))
+                .await
+                .is_none(),
+            "{:?}: a row behind the floor waits for the next pass",
+            env.backend
+        );
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        sweeper.tick(&rt).await.expect("tick");
+        assert!(
+            job_row(&db, &finalize_job(&behind, behind_at))
+                .await
+                .is_some(),
+            "{:?}: the next pass finds it",
+            env.backend
+        );
+        pool.shutdown().await.unwrap();
+        db.close().await.ok();
+        env.cleanup().await;
+    }
+}
+
+/// `valora_queue_depth`: a job recorded for later is SCHEDULED, not QUEUED
+/// (it is in no queue yet); a pushed one is QUEUED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_tells_scheduled_jobs_from_queued_ones() {
+    for env in Env::all().await {
+        let db = env.connect().await;
+        let org = create_org(&db, None).await;
+        let step = CountingStep::default();
+        let pool = pool_with(
+            &env,
+            &db,
+            &step,
+            PoolOptions {
+                workers: false,
+                relay: false,
+                sweeper: Some(false),
+                ..Default::default()
+            },
+        )
+        .await;
+        let rt = pool.runtime().clone();
+        let now = Utc::now();
+        let due = Job::invoice_finalize(&org, "inv-due", now - Days::seconds(1));
+        let later = Job::invoice_finalize(&org, "inv-later", now + Days::days(30));
+        for job in [&due, &later] {
+            rt.enqueue(job, now, "test").await.expect("enqueue");
+        }
+        let depth = worker::job_runs::depth(&db, &["QUEUED", "SCHEDULED", "RUNNING"])
+            .await
+            .expect("depth");
+        let of = |label: &str| {
+            depth
+                .iter()
+                .find(|(kind, l, _)| kind == "invoice_finalize" && l == label)
+                .map_or(0, |(_, _, n)| *n)
+        };
+        assert_eq!(
+            (of("QUEUED"), of("SCHEDULED"), of("RUNNING")),
+            (1, 1, 0),
+            "{:?}: {depth:?}",
+            env.backend
+        );
+        pool.shutdown().await.unwrap();
+        db.close().await.ok();
+        env.cleanup().await;
+    }
+}
