@@ -38,6 +38,22 @@ async fn pool_with(
         .expect("pool starts")
 }
 
+/// A pool that only enqueues: no queue workers, relay or sweeper (tests
+/// drive those themselves).
+async fn only_pushing(
+    env: &Env,
+    db: &sea_orm::DatabaseConnection,
+    step: &CountingStep,
+) -> WorkerPool {
+    let options = PoolOptions {
+        workers: false,
+        relay: false,
+        sweeper: Some(false),
+        ..Default::default()
+    };
+    pool_with(env, db, step, options).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_same_key_enqueued_ten_times_concurrently_runs_once() {
     for env in Env::all().await {
@@ -299,18 +315,7 @@ async fn losing_the_queues_loses_no_work() {
         let org = create_org(&db, None).await;
         let step = CountingStep::default();
         // Jobs queued while no worker runs…
-        let pusher = pool_with(
-            &env,
-            &db,
-            &step,
-            PoolOptions {
-                workers: false,
-                relay: false,
-                sweeper: Some(false),
-                ..Default::default()
-            },
-        )
-        .await;
+        let pusher = only_pushing(&env, &db, &step).await;
         let jobs: Vec<Job> = (0..8)
             .map(|i| {
                 Job::invoice_finalize(
@@ -348,18 +353,7 @@ async fn jobs_behind_a_backlog_are_not_pushed_again_until_the_queue_is_lost() {
         let db = env.connect().await;
         let org = create_org(&db, None).await;
         let step = CountingStep::default();
-        let pusher = pool_with(
-            &env,
-            &db,
-            &step,
-            PoolOptions {
-                workers: false,
-                relay: false,
-                sweeper: Some(false),
-                ..Default::default()
-            },
-        )
-        .await;
+        let pusher = only_pushing(&env, &db, &step).await;
         let jobs: Vec<Job> = (0..8)
             .map(|i| Job::invoice_finalize(&org, &format!("inv-backlog-{i}"), Utc::now()))
             .collect();
@@ -480,18 +474,7 @@ async fn an_abandoned_running_job_is_recovered_after_its_lease() {
         let db = env.connect().await;
         let org = create_org(&db, None).await;
         let step = CountingStep::default();
-        let pusher = pool_with(
-            &env,
-            &db,
-            &step,
-            PoolOptions {
-                workers: false,
-                relay: false,
-                sweeper: Some(false),
-                ..Default::default()
-            },
-        )
-        .await;
+        let pusher = only_pushing(&env, &db, &step).await;
         let job = Job::invoice_finalize(&org, "inv-killed", Utc::now() - Days::seconds(1));
         pusher
             .runtime()
@@ -636,18 +619,7 @@ async fn ops_lists_pages_and_discards() {
         let org = create_org(&db, None).await;
         let other = create_org(&db, None).await;
         let step = CountingStep::default();
-        let pusher = pool_with(
-            &env,
-            &db,
-            &step,
-            PoolOptions {
-                workers: false,
-                relay: false,
-                sweeper: Some(false),
-                ..Default::default()
-            },
-        )
-        .await;
+        let pusher = only_pushing(&env, &db, &step).await;
         let rt = pusher.runtime().clone();
         for i in 0..5 {
             let job = Job::invoice_finalize(&org, &format!("inv-ops-{i}"), Utc::now());
@@ -933,18 +905,7 @@ async fn a_finished_scan_looks_past_its_floor_until_the_next_pass() {
         let org = create_org(&db, None).await;
         let customer = create_customer(&db, &org).await;
         let step = CountingStep::default();
-        let pool = pool_with(
-            &env,
-            &db,
-            &step,
-            PoolOptions {
-                workers: false,
-                relay: false,
-                sweeper: Some(false),
-                ..Default::default()
-            },
-        )
-        .await;
+        let pool = only_pushing(&env, &db, &step).await;
         let rt = pool.runtime().clone();
         let finalize_job = |invoice: &str, at| Job::invoice_finalize(&org, invoice, at).key;
         let mut sweeper = worker::sweeper::Sweeper::new();
@@ -998,18 +959,7 @@ async fn queue_depth_tells_scheduled_jobs_from_queued_ones() {
         let db = env.connect().await;
         let org = create_org(&db, None).await;
         let step = CountingStep::default();
-        let pool = pool_with(
-            &env,
-            &db,
-            &step,
-            PoolOptions {
-                workers: false,
-                relay: false,
-                sweeper: Some(false),
-                ..Default::default()
-            },
-        )
-        .await;
+        let pool = only_pushing(&env, &db, &step).await;
         let rt = pool.runtime().clone();
         let now = Utc::now();
         let due = Job::invoice_finalize(&org, "inv-due", now - Days::seconds(1));
