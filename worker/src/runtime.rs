@@ -91,23 +91,6 @@ impl Runtime {
             .unwrap_or(self.settings.job_timeout)
     }
 
-    async fn push(&self, job: &Job, source: &'static str) -> Result<(), QueueError> {
-        self.queues.push(job).await?;
-        self.stats.pushes.fetch_add(1, Ordering::Relaxed);
-        metrics::enqueued(job.kind, source);
-        Ok(())
-    }
-
-    /// Pushes a row this caller just took the right to push; on failure the
-    /// row is marked unpushed so the next sweep pushes it.
-    async fn push_or_unmark(&self, job: &Job, source: &'static str) -> Result<(), EnqueueError> {
-        if let Err(e) = self.push(job, source).await {
-            let _ = self.unmark_push(&job.key).await;
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
     async fn unmark_push(&self, key: &str) -> Result<(), DbErr> {
         job_run::Entity::update_many()
             .col_expr(
@@ -220,8 +203,9 @@ impl Runtime {
     }
 
     /// Pushes jobs this caller took the right to push (recorded as pushed in
-    /// the ledger), each with its push source; returns the failed ones (left
-    /// unpushed in the ledger for the sweeper), by key.
+    /// the ledger), each with its push source; returns the failed ones, by
+    /// key, which are marked unpushed again so that the next sweep pushes
+    /// them.
     ///
     /// Jobs of a batching kind ([`StepRegistry::batches`]) go one message per
     /// `close_batch` jobs of an organization: the worker a message reaches
@@ -316,7 +300,14 @@ impl Runtime {
         source: &'static str,
     ) -> Result<(), EnqueueError> {
         let job = job_of(row)?;
-        self.push_or_unmark(&job, source).await
+        match self
+            .push_all(&[(&job, source)])
+            .await
+            .remove(job.key.as_str())
+        {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Runs one delivered job: claim in the ledger, run its step with a

@@ -49,12 +49,11 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use entity::{InvoiceStatus, JobState, SubscriptionStatus, invoice, job_run, subscription};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select,
 };
 use workflows::jobs::{Job, JobKind};
-
-use sea_orm::sea_query::Expr;
 
 use crate::job_runs;
 use crate::metrics;
@@ -304,23 +303,24 @@ impl Sweeper {
         if pass.floor.is_some() && pass.started.elapsed() >= rt.settings.requeue_after {
             pass = Pass::new();
         }
-        // Keyset paging as one row comparison, which an index on
-        // `(due instant, id)` answers in order.
-        let after = |cursor: &(DateTime<Utc>, String)| {
-            sea_orm::ExprTrait::gt(
-                Expr::tuple([Expr::col(at_column), Expr::col(id_column)]),
-                Expr::tuple([Expr::value(cursor.0), Expr::value(cursor.1.clone())]),
-            )
-        };
-        for round in 1..=SCAN_ROUNDS {
+        // The rows of `base` the pass has not looked at yet; keyset paging
+        // as one row comparison, which an index on `(due instant, id)`
+        // answers in order.
+        let ahead = |pass: &Pass| {
             let mut select = base.clone();
             if let Some(floor) = pass.floor {
                 select = select.filter(at_column.gt(floor));
             }
-            if let Some(cursor) = &pass.cursor {
-                select = select.filter(after(cursor));
+            if let Some((at, id)) = &pass.cursor {
+                select = select.filter(sea_orm::ExprTrait::gt(
+                    Expr::tuple([Expr::col(at_column), Expr::col(id_column)]),
+                    Expr::tuple([Expr::value(*at), Expr::value(id.clone())]),
+                ));
             }
-            let rows = select
+            select
+        };
+        for round in 1..=SCAN_ROUNDS {
+            let rows = ahead(&pass)
                 .order_by_asc(at_column)
                 .order_by_asc(id_column)
                 .limit(batch)
@@ -363,14 +363,8 @@ impl Sweeper {
                 pass.cursor = None;
                 break;
             }
-            if round == SCAN_ROUNDS
-                && let Some(cursor) = &pass.cursor
-            {
-                let mut rest = base.clone().filter(after(cursor));
-                if let Some(floor) = pass.floor {
-                    rest = rest.filter(at_column.gt(floor));
-                }
-                let rest = rest.count(&rt.db).await?;
+            if round == SCAN_ROUNDS {
+                let rest = ahead(&pass).count(&rt.db).await?;
                 *report.deferred.entry(name).or_default() += rest;
             }
         }

@@ -214,13 +214,7 @@ impl Finalized {
 
     /// Its audit entry (`invoice.finalized`).
     pub fn audited(&self) -> AuditEntry<'_> {
-        AuditEntry {
-            action: "invoice.finalized",
-            entity_type: "invoice",
-            entity_id: &self.after.id,
-            before: snapshot(&self.before),
-            after: snapshot(&self.after),
-        }
+        self.entry(Some(&self.before))
     }
 
     /// Its audit entry when it is stored finalized by the step that composed
@@ -228,11 +222,15 @@ impl Finalized {
     /// existed only in memory, so the trail records one event, not a draft
     /// nobody could see and then its finalization.
     pub fn audited_as_issued(&self) -> AuditEntry<'_> {
+        self.entry(None)
+    }
+
+    fn entry(&self, before: Option<&invoice::Model>) -> AuditEntry<'_> {
         AuditEntry {
             action: "invoice.finalized",
             entity_type: "invoice",
             entity_id: &self.after.id,
-            before: None,
+            before: before.and_then(snapshot),
             after: snapshot(&self.after),
         }
     }
