@@ -11,7 +11,10 @@
 //!
 //! Before printing figures it checks every invoice against an independent
 //! set-based SQL computation of the same invoices, which is also the raw
-//! baseline: the time that one `INSERT … SELECT` takes to write them.
+//! baseline: the time that one `INSERT … SELECT` takes to write their
+//! totals. A second baseline (PostgreSQL) writes the same invoices with
+//! their lines and moves the subscriptions' periods, in one statement: what
+//! plain SQL pays for the rows a close writes.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -24,7 +27,7 @@ use entity::{
     Aggregation, BillingAnchor, BillingTiming, Interval, PriceModel, TestClockStatus, organization,
 };
 use rust_decimal::Decimal;
-use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, Statement, TransactionTrait};
 use tests::{Backend, TestEnv};
 use workflows::catalog::{MeterSpec, PlanSpec, PriceSpec, TierSpec};
 use workflows::clock::FixedClock;
@@ -115,6 +118,9 @@ pub struct Outcome {
     pub worker_peak_kib: u64,
     pub database_bytes: u64,
     pub baseline: Duration,
+    /// The same invoices, lines and period moves written by one SQL
+    /// statement (PostgreSQL only).
+    pub same_rows: Option<Duration>,
 }
 
 fn at(y: i32, m: u32, d: u32) -> DateTime<Utc> {
@@ -233,6 +239,7 @@ async fn measure(env: &TestEnv, args: BillingDayArgs) -> anyhow::Result<Outcome>
     eprintln!(
         "checked: {compared} invoices equal the SQL computation, total {valora_sum} minor units"
     );
+    let same_rows = same_rows_baseline(&db).await?;
 
     let (close_run, close_done) = job_latencies(&db, "period_close", wall_start).await?;
     let (_, finalize_jobs) = job_latencies(&db, "invoice_finalize", wall_start).await?;
@@ -258,6 +265,7 @@ async fn measure(env: &TestEnv, args: BillingDayArgs) -> anyhow::Result<Outcome>
         worker_peak_kib,
         database_bytes,
         baseline,
+        same_rows,
     })
 }
 
@@ -674,6 +682,111 @@ async fn baseline(db: &DatabaseConnection) -> anyhow::Result<Duration> {
     Ok(started.elapsed())
 }
 
+/// The same invoices *written* by plain SQL, as a second baseline: one
+/// statement (PostgreSQL) computes every line, inserts the invoices (with
+/// numbers and a content hash) and their lines into copies of `invoices` and
+/// `invoice_lines` that carry the same indexes and foreign keys, and moves a
+/// copy of `subscriptions` to its next period; timed with its COMMIT. It
+/// writes what a close writes except the audit trail, the job ledger and the
+/// outbox, which is what the engine adds for durability and auditability.
+/// The copies are made, the subscription copy loaded and a `CHECKPOINT`
+/// taken before the clock starts. `None` on SQLite (the copies use `CREATE TABLE … LIKE`).
+async fn same_rows_baseline(db: &DatabaseConnection) -> anyhow::Result<Option<Duration>> {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(None);
+    }
+    db.execute_unprepared(
+        "CREATE TABLE bench_rows_invoices (LIKE invoices INCLUDING ALL); \
+         ALTER TABLE bench_rows_invoices \
+           ADD FOREIGN KEY (organization_id) REFERENCES organizations (id), \
+           ADD FOREIGN KEY (customer_id) REFERENCES customers (id), \
+           ADD FOREIGN KEY (subscription_id) REFERENCES subscriptions (id); \
+         CREATE TABLE bench_rows_invoice_lines (LIKE invoice_lines INCLUDING ALL); \
+         ALTER TABLE bench_rows_invoice_lines \
+           ADD FOREIGN KEY (organization_id) REFERENCES organizations (id), \
+           ADD FOREIGN KEY (invoice_id) REFERENCES bench_rows_invoices (id), \
+           ADD FOREIGN KEY (price_id) REFERENCES prices (id); \
+         CREATE TABLE bench_rows_subscriptions (LIKE subscriptions INCLUDING ALL); \
+         INSERT INTO bench_rows_subscriptions SELECT * FROM subscriptions; \
+         ANALYZE bench_rows_subscriptions",
+    )
+    .await?;
+    // Written out before the clock starts: the billing day just dirtied
+    // gigabytes, and the baseline should not pay for writing them.
+    db.execute_unprepared("CHECKPOINT").await?;
+    // Amounts in cents, as in `baseline`: a fixed price is its unit amount
+    // for February, a metered one January's calls through the plan's rule.
+    let sql = "WITH usage AS ( \
+           SELECT customer_id, SUM(CAST(value AS BIGINT)) AS calls FROM usage_events \
+           GROUP BY customer_id), \
+         line AS ( \
+           SELECT s.id AS subscription_id, s.organization_id, s.customer_id, pr.id AS price_id, \
+             pr.position, pr.description, pr.unit_amount, pr.meter_id IS NULL AS fixed, \
+             COALESCE(u.calls, 0) AS calls, \
+             CASE WHEN pr.meter_id IS NULL THEN CASE p.code WHEN 'flat' THEN 2900 ELSE 9900 END \
+                  WHEN p.code = 'hybrid' THEN COALESCE(u.calls, 0) * 2 / 10 \
+                  ELSE (CASE WHEN COALESCE(u.calls, 0) < 10000 THEN COALESCE(u.calls, 0) ELSE 10000 END) \
+                     + (CASE WHEN COALESCE(u.calls, 0) <= 10000 THEN 0 \
+                             WHEN u.calls < 100000 THEN (u.calls - 10000) * 5 / 10 \
+                             ELSE 45000 END) \
+                     + (CASE WHEN COALESCE(u.calls, 0) <= 100000 THEN 0 ELSE (u.calls - 100000) / 10 END) \
+             END AS amount_minor \
+           FROM subscriptions s JOIN plans p ON p.id = s.plan_id \
+           JOIN plan_versions v ON v.plan_id = s.plan_id \
+           JOIN prices pr ON pr.plan_version_id = v.id \
+           LEFT JOIN usage u ON u.customer_id = s.customer_id), \
+         total AS ( \
+           SELECT subscription_id, organization_id, customer_id, SUM(amount_minor) AS total_minor, \
+             row_number() OVER (ORDER BY subscription_id) AS seq \
+           FROM line GROUP BY subscription_id, organization_id, customer_id), \
+         invoice AS ( \
+           INSERT INTO bench_rows_invoices (id, organization_id, customer_id, subscription_id, kind, \
+             status, currency, billing_key, period_start, period_end, subtotal_minor, total_minor, \
+             number, number_year, number_seq, created_at, finalized_at, due_at, content_hash) \
+           SELECT 'bi_' || subscription_id, organization_id, customer_id, subscription_id, 'PERIODIC', \
+             'OPEN', 'USD', subscription_id || ':1', '2026-01-01T00:00:00Z', '2026-02-01T00:00:00Z', \
+             total_minor, total_minor, 'B-2026-' || lpad(seq::text, 7, '0'), 2026, seq, \
+             '2026-02-01T00:00:00Z', '2026-02-01T00:00:00Z', '2026-03-03T00:00:00Z', \
+             encode(sha256(convert_to(subscription_id || ':' || total_minor, 'UTF8')), 'hex') \
+           FROM total RETURNING id, subscription_id), \
+         lines AS ( \
+           INSERT INTO bench_rows_invoice_lines (id, organization_id, invoice_id, position, kind, \
+             description, price_id, quantity, unit_amount, amount_minor, period_start, period_end) \
+           SELECT 'bl_' || l.subscription_id || '_' || l.position, l.organization_id, i.id, l.position, \
+             CASE WHEN l.fixed THEN 'SUBSCRIPTION' ELSE 'USAGE' END, COALESCE(l.description, ''), \
+             l.price_id, CASE WHEN l.fixed THEN '1' ELSE l.calls::text END, l.unit_amount, \
+             l.amount_minor, \
+             CASE WHEN l.fixed THEN TIMESTAMPTZ '2026-02-01T00:00:00Z' ELSE '2026-01-01T00:00:00Z' END, \
+             CASE WHEN l.fixed THEN TIMESTAMPTZ '2026-03-01T00:00:00Z' ELSE '2026-02-01T00:00:00Z' END \
+           FROM line l JOIN invoice i ON i.subscription_id = l.subscription_id) \
+         UPDATE bench_rows_subscriptions s SET period_index = s.period_index + 1, \
+           current_period_start = s.current_period_end, \
+           current_period_end = s.current_period_end + INTERVAL '1 month', \
+           updated_at = '2026-02-01T00:00:00Z' \
+         FROM invoice i WHERE s.id = i.subscription_id";
+    let started = Instant::now();
+    let txn = db.begin().await?;
+    // Foreign-key checks on cached plans, as Valora's own bulk inserts run
+    // (the bench's connection plans every statement, like Valora's).
+    workflows::txn::with_cached_plans(&txn, async || txn.execute_unprepared(sql).await).await?;
+    txn.commit().await?;
+    let elapsed = started.elapsed();
+    // Its invoices must be the computed ones, and its lines add up to them.
+    let wrong = scalar(
+        db,
+        "SELECT (SELECT COUNT(*) FROM bench_baseline_invoice b \
+                 LEFT JOIN bench_rows_invoices r ON r.subscription_id = b.subscription_id \
+                 WHERE r.total_minor IS DISTINCT FROM b.total_minor) \
+              + (SELECT COUNT(*) FROM bench_rows_invoices r WHERE r.total_minor <> \
+                 (SELECT SUM(amount_minor) FROM bench_rows_invoice_lines l WHERE l.invoice_id = r.id))",
+    )
+    .await?;
+    if wrong != 0 {
+        bail!("the same-rows baseline wrote {wrong} invoices that differ from the SQL computation");
+    }
+    Ok(Some(elapsed))
+}
+
 /// (compared, mismatching, Valora's sum, the baseline's sum).
 async fn compare(db: &DatabaseConnection) -> anyhow::Result<(i64, i64, i64, i64)> {
     let compared = scalar(
@@ -912,10 +1025,13 @@ fn row(o: &Outcome) -> Vec<String> {
         report::mib(o.database_bytes / 1024),
         report::seconds(o.baseline),
         report::ratio(o.wall, o.baseline),
+        o.same_rows.map_or("–".into(), report::seconds),
+        o.same_rows
+            .map_or("–".into(), |rows| report::ratio(o.wall, rows)),
     ]
 }
 
-const HEADERS: [&str; 12] = [
+const HEADERS: [&str; 14] = [
     "subscriptions",
     "mode",
     "billing day",
@@ -928,6 +1044,8 @@ const HEADERS: [&str; 12] = [
     "database",
     "SQL baseline",
     "Valora/baseline",
+    "same-rows baseline",
+    "Valora/same rows",
 ];
 
 fn print_outcome(o: &Outcome) {
@@ -954,7 +1072,7 @@ fn print_outcome(o: &Outcome) {
     );
     println!("\n{}", report::table(&HEADERS, &[row(o)]));
     println!(
-        "bench billing-day: subscriptions={} organizations={} workers={} store={:?} wall={} invoices={} invoices_per_s={} total_minor={} baseline={} ratio={} worker_peak={}",
+        "bench billing-day: subscriptions={} organizations={} workers={} store={:?} wall={} invoices={} invoices_per_s={} total_minor={} baseline={} ratio={} same_rows_baseline={} ratio_same_rows={} worker_peak={}",
         o.args.subscriptions,
         o.args.organizations,
         o.args.workers,
@@ -965,6 +1083,9 @@ fn print_outcome(o: &Outcome) {
         o.total_minor,
         report::seconds(o.baseline),
         report::ratio(o.wall, o.baseline),
+        o.same_rows.map_or("–".into(), report::seconds),
+        o.same_rows
+            .map_or("–".into(), |rows| report::ratio(o.wall, rows)),
         report::mib(o.worker_peak_kib)
     );
 }
