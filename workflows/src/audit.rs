@@ -278,7 +278,19 @@ fn canonical_tail(event: &audit_event::Model) -> String {
 }
 
 fn json_string(text: &str) -> String {
-    Value::String(text.to_string()).to_string()
+    let mut out = String::with_capacity(text.len() + 2);
+    push_json_string(text, &mut out);
+    out
+}
+
+/// Appends `text` as a JSON string, escaped the way `serde_json` writes a
+/// `Value::String` (the form every stored hash was computed over).
+pub(crate) fn push_json_string(text: &str, out: &mut String) {
+    match serde_json::to_string(text) {
+        Ok(quoted) => out.push_str(&quoted),
+        // Serializing a `str` cannot fail; kept total all the same.
+        Err(_) => out.push_str(&Value::String(text.to_string()).to_string()),
+    }
 }
 
 /// Canonical JSON: object keys sorted, no whitespace.

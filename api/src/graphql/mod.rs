@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod batch_limit;
 pub mod catalog;
 pub mod customers;
 pub mod enums;
@@ -68,6 +69,7 @@ pub fn build(state: AppState) -> ValoraSchema {
         .limit_complexity(MAX_COMPLEXITY)
         .limit_recursive_depth(MAX_RECURSIVE_DEPTH)
         .extension(text_guard::TextGuard)
+        .extension(batch_limit::BatchLimit)
         .finish()
 }
 
