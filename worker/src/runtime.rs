@@ -168,12 +168,11 @@ impl Runtime {
         let mut to_push: Vec<(&Job, &'static str)> = Vec::new();
         for job in &unique {
             let outcome = if inserted.contains(&job.key) {
-                if is_due(job) {
+                let pushed = is_due(job);
+                if pushed {
                     to_push.push((job, source));
                 }
-                Enqueued::New {
-                    pushed: is_due(job),
-                }
+                Enqueued::New { pushed }
             } else if repush.contains(&job.key) {
                 to_push.push((job, "requeue"));
                 Enqueued::Repushed

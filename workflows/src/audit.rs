@@ -304,7 +304,7 @@ pub fn canonical_json(value: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&json_string(key));
+                push_json_string(key, out);
                 out.push(':');
                 canonical_json(&map[key], out);
             }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
 use async_graphql::parser::types::{
-    ExecutableDocument, OperationDefinition, Selection, SelectionSet,
+    ExecutableDocument, Field, OperationDefinition, Selection, SelectionSet,
 };
 use async_graphql::{Name, ServerResult, Value as ConstValue, Variables};
 use workflows::usage::MAX_BATCH;
@@ -101,22 +101,7 @@ impl<'a> Counter<'a> {
         for item in &set.items {
             let events = match &item.node {
                 Selection::Field(field) if field.node.name.node == FIELD => {
-                    match field.node.get_argument(ARGUMENT) {
-                        None => 0,
-                        Some(value) => {
-                            let mut variable = None;
-                            // The parser's value type is not re-exported, so
-                            // it is converted here, where it is inferred.
-                            let written = value.node.clone().into_const_with(|name| {
-                                variable = Some(name);
-                                Ok::<_, Infallible>(ConstValue::Null)
-                            });
-                            match written {
-                                Ok(written) => self.length(written, variable),
-                                Err(never) => match never {},
-                            }
-                        }
-                    }
+                    self.field_events(&field.node)
                 }
                 Selection::Field(_) => 0,
                 Selection::InlineFragment(fragment) => self.set(&fragment.node.selection_set.node),
@@ -144,16 +129,29 @@ impl<'a> Counter<'a> {
         events
     }
 
-    /// How many events an `events` argument holds, as GraphQL coerces it: a
-    /// list by its length, a single object as a list of one, null as none.
-    /// `written` is the argument as written with each variable read as null
-    /// (and the last one named in `variable`): an argument that is a
-    /// variable is looked up (or its default), never copied.
-    fn length(&self, written: ConstValue, variable: Option<Name>) -> usize {
+    /// How many events a field's `events` argument holds, as GraphQL
+    /// coerces it: a list by its length, a single object as a list of one,
+    /// null or absent as none. The argument is read as written with each
+    /// variable as null; an argument that is a variable is then looked up
+    /// (or its default), never copied.
+    fn field_events(&self, field: &Field) -> usize {
+        let Some(value) = field.get_argument(ARGUMENT) else {
+            return 0;
+        };
+        let mut variable = None;
+        // The parser's value type is not re-exported, so it is converted
+        // here, where it is inferred.
+        let written = value.node.clone().into_const_with(|name| {
+            variable = Some(name);
+            Ok::<_, Infallible>(ConstValue::Null)
+        });
+        let written = match written {
+            Ok(written) => written,
+            Err(never) => match never {},
+        };
         match (written, variable) {
-            (ConstValue::List(items), _) => items.len(),
             (ConstValue::Null, Some(name)) => self.variable(&name).map_or(0, const_length),
-            (other, _) => const_length(&other),
+            (written, _) => const_length(&written),
         }
     }
 
