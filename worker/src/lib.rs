@@ -39,6 +39,7 @@ pub mod queues;
 pub mod relay;
 pub mod retry;
 pub mod runtime;
+pub mod sweep_turn;
 pub mod sweeper;
 pub mod telemetry;
 pub mod test_clocks;

@@ -24,6 +24,7 @@ use crate::poll::Ticker;
 use crate::queues::{Backends, QueueError, Queues, queue_name};
 use crate::relay;
 use crate::runtime::{Runtime, Stats};
+use crate::sweep_turn::SweepTurn;
 use crate::sweeper;
 
 /// What a pool runs; [`PoolOptions::default`] runs everything with the production steps.
@@ -116,6 +117,7 @@ pub async fn start_with(
         loops.push(tokio::spawn(sweeper::run(
             runtime.clone(),
             settings.sweep_interval,
+            SweepTurn::open(config).await,
             stop_rx.clone(),
         )));
     }

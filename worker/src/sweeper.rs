@@ -1,5 +1,7 @@
-//! The sweeper: every worker process scans the database for due work on each
-//! tick, so nothing depends on a message surviving in Redis (SPEC §2.2).
+//! The sweeper: worker processes scan the database for due work on each
+//! tick, so nothing depends on a message surviving in Redis (SPEC §2.2). On
+//! PostgreSQL one worker of the fleet sweeps every tick and the others every
+//! tenth, as standbys ([`crate::sweep_turn`]).
 //!
 //! Per tick, in bounded batches (`sweep_batch` rows per scan and clock group):
 //!
@@ -59,6 +61,7 @@ use crate::job_runs;
 use crate::metrics;
 use crate::org_clocks::{ClockGroup, OrgClocks};
 use crate::runtime::{Enqueued, Runtime, job_of};
+use crate::sweep_turn::SweepTurn;
 use crate::test_clocks;
 
 /// Per-scan passes over the due rows, kept across ticks.
@@ -513,14 +516,16 @@ fn once_every(last: &mut Option<Instant>, every: Duration) -> bool {
     true
 }
 
-/// Runs ticks every `interval` until `stop` fires; records the run-loop lag
-/// (how late each tick started against its schedule). Ticks keep their
-/// interval even with a backlog: every sweeper of the fleet re-enqueues the
-/// due rows it sees, so back-to-back ticks flood the queues with duplicates
-/// (measured: 4 workers billed 1,000 subscriptions 5× slower).
+/// Runs ticks every `interval` until `stop` fires, on the ticks that are
+/// this process's ([`SweepTurn`]); records the run-loop lag (how late each
+/// tick started against its schedule). Ticks keep their interval even with
+/// a backlog: every sweeper that runs re-enqueues the due rows it sees, so
+/// back-to-back ticks flood the queues with duplicates (measured: 4 workers
+/// billed 1,000 subscriptions 5× slower).
 pub async fn run(
     rt: std::sync::Arc<Runtime>,
     interval: Duration,
+    mut turn: SweepTurn,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut sweeper = Sweeper::new();
@@ -528,7 +533,9 @@ pub async fn run(
     loop {
         let lag = Instant::now().saturating_duration_since(next);
         metrics::runloop_lag(lag.as_secs_f64());
-        if let Err(e) = sweeper.tick(&rt).await {
+        if turn.sweeps_now().await
+            && let Err(e) = sweeper.tick(&rt).await
+        {
             tracing::warn!(error = %e, "sweeper tick failed");
         }
         next += interval;
@@ -538,12 +545,13 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => break,
         }
         if *stop.borrow() {
-            return;
+            break;
         }
     }
+    turn.close().await;
 }
 
 /// Work still due for one organization at its instant `at`: due domain rows

@@ -987,3 +987,57 @@ async fn queue_depth_tells_scheduled_jobs_from_queued_ones() {
         env.cleanup().await;
     }
 }
+
+/// On PostgreSQL one worker of the fleet holds the sweeper's turn and sweeps
+/// on every tick; another sweeps only on its standby ticks, and takes the
+/// turn over when the holder goes away. On SQLite every process sweeps.
+#[tokio::test]
+async fn one_worker_sweeps_every_tick_the_others_stand_by() {
+    use worker::sweep_turn::{STANDBY_TICKS, SweepTurn};
+
+    async fn sweeps(turn: &mut SweepTurn, ticks: u32) -> u32 {
+        let mut n = 0;
+        for _ in 0..ticks {
+            n += u32::from(turn.sweeps_now().await);
+        }
+        n
+    }
+
+    let sqlite = Env::sqlite();
+    let mut alone = SweepTurn::open(&sqlite.config).await;
+    assert_eq!(sweeps(&mut alone, 5).await, 5, "SQLite: every tick");
+    sqlite.cleanup().await;
+
+    let Some(env) = Env::postgres().await else {
+        return;
+    };
+    let mut first = SweepTurn::open(&env.config).await;
+    let mut second = SweepTurn::open(&env.config).await;
+    let ticks = 3 * STANDBY_TICKS;
+    assert_eq!(
+        sweeps(&mut first, ticks).await,
+        ticks,
+        "the holder sweeps every tick"
+    );
+    assert_eq!(
+        sweeps(&mut second, ticks).await,
+        3,
+        "a standby sweeps every tenth tick"
+    );
+    // Closing the holder's connection frees the turn.
+    first.close().await;
+    let mut taken = false;
+    for _ in 0..50 {
+        // The standby tick comes first; the turn is free once the holder's
+        // backend has gone.
+        let _ = second.sweeps_now().await;
+        if sweeps(&mut second, STANDBY_TICKS - 1).await == STANDBY_TICKS - 1 {
+            taken = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(taken, "the standby takes the turn over");
+    second.close().await;
+    env.cleanup().await;
+}
