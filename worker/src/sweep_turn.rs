@@ -35,8 +35,8 @@ pub struct SweepTurn {
 }
 
 impl SweepTurn {
-    /// A turn that is always this process's (SQLite, and tests).
-    pub fn always() -> SweepTurn {
+    /// A turn that is always this process's.
+    fn always() -> SweepTurn {
         SweepTurn {
             holder: None,
             ticks: 0,

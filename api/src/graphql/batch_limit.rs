@@ -14,7 +14,6 @@
 //! holds a bounded number of such fields.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery};
@@ -22,6 +21,7 @@ use async_graphql::parser::types::{
     ExecutableDocument, Field, OperationDefinition, Selection, SelectionSet,
 };
 use async_graphql::{Name, ServerResult, Value as ConstValue, Variables};
+use async_graphql_value::Value;
 use workflows::usage::MAX_BATCH;
 
 use super::error::ApiError;
@@ -131,27 +131,14 @@ impl<'a> Counter<'a> {
 
     /// How many events a field's `events` argument holds, as GraphQL
     /// coerces it: a list by its length, a single object as a list of one,
-    /// null or absent as none. The argument is read as written with each
-    /// variable as null; an argument that is a variable is then looked up
-    /// (or its default), never copied.
+    /// null or absent as none; an argument that is a variable is looked up
+    /// (or its default). Read as written, never copied.
     fn field_events(&self, field: &Field) -> usize {
-        let Some(value) = field.get_argument(ARGUMENT) else {
-            return 0;
-        };
-        let mut variable = None;
-        // The parser's value type is not re-exported, so it is converted
-        // here, where it is inferred.
-        let written = value.node.clone().into_const_with(|name| {
-            variable = Some(name);
-            Ok::<_, Infallible>(ConstValue::Null)
-        });
-        let written = match written {
-            Ok(written) => written,
-            Err(never) => match never {},
-        };
-        match (written, variable) {
-            (ConstValue::Null, Some(name)) => self.variable(&name).map_or(0, const_length),
-            (written, _) => const_length(&written),
+        match field.get_argument(ARGUMENT).map(|value| &value.node) {
+            None | Some(Value::Null) => 0,
+            Some(Value::List(items)) => items.len(),
+            Some(Value::Variable(name)) => self.variable(name).map_or(0, const_length),
+            Some(_) => 1,
         }
     }
 
